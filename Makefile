@@ -1,0 +1,36 @@
+# sketch2color: `make run` sets up and serves; `make test` runs the test suite.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_WHEEL_SPEC ?= torch==2.13.0
+
+.PHONY: setup proto run test lint data clean
+
+setup: $(VENV)/.installed proto
+
+# torch first, from the pinned CPU wheel, so nothing after it pulls a CUDA build.
+$(VENV)/.installed: pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_WHEEL_SPEC)"
+	$(BIN)/pip install -q -e ".[dev,bench]"
+	touch $@
+
+proto: $(VENV)/.installed
+	$(BIN)/python -m service.codegen
+
+# Triton + gateway on the shipped model repository, on this machine. Ctrl-C stops both.
+run: setup
+	$(BIN)/python -m service.stack
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+data: setup
+	$(BIN)/python -m training.data prepare-openmoji
+
+clean:
+	rm -rf $(VENV) service/_generated

@@ -1,0 +1,148 @@
+"""Export a trained generator into the Triton model repository.
+
+``python -m training.export runs/guided/last.pt`` writes ``model_repository/guided/``:
+
+- ``config.pbtxt``: the Triton model (Python backend, dynamic batching, warm-up) and, as
+  parameters, the variant's hint encoding and description: the gateway reads them from there.
+- ``1/generator.pt2``: the generator as a ``torch.export`` program with float16 weights (half
+  the bytes; the Triton model computes in float32 on CPU).
+- ``1/model.py``: a link to the one shared ``model_repository/generator_model.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from training.hints import MODEL_SIZE, HintKind
+from training.networks import UNet, UNetConfig
+
+INPUT_NAME = "sketch_and_hints"  # (C, 128, 128) float32 in [-1, 1], built by training.hints.encode
+OUTPUT_NAME = "color"  # (3, 128, 128) float32 in [-1, 1]
+WEIGHTS_FILE = "generator.pt2"
+SHARED_MODEL_PY = "generator_model.py"
+MAX_BATCH = 32
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    """What the model card and config.pbtxt say about an exported generator."""
+
+    variant: str
+    hint: HintKind
+    description: str
+    channels: int
+    parameters: int
+    sha256: str
+
+
+def load_generator(checkpoint: Path | str, half_weights: bool = False) -> tuple[UNet, dict]:
+    """The generator of a checkpoint, in eval mode, rebuilt from the checkpoint alone.
+
+    half_weights rounds the weights through float16, as export stores them, so the result is
+    the network Triton serves.
+    """
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    generator = UNet(UNetConfig(**ckpt["generator_config"]))
+    generator.load_state_dict(ckpt["G"])
+    if half_weights:
+        generator.half().float()
+    return generator.eval(), ckpt
+
+
+def load_exported(path: Path | str) -> torch.nn.Module:
+    """An exported generator.pt2 as a float32 module: (B, C, 128, 128) -> (B, 3, 128, 128)."""
+    return torch.export.load(str(path)).module().float()
+
+
+def export(checkpoint: Path | str, repository: Path | str = "model_repository", name: str | None = None) -> ExportInfo:
+    generator, ckpt = load_generator(checkpoint)
+    variant = ckpt["variant"]
+    name = name or variant["name"]
+    hint = HintKind(variant["hint"])
+    model_dir = Path(repository) / name
+    version_dir = model_dir / "1"
+    version_dir.mkdir(parents=True, exist_ok=True)
+
+    generator.half()
+    example = torch.zeros(2, hint.channels, MODEL_SIZE, MODEL_SIZE, dtype=torch.float16)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    program = torch.export.export(generator, (example,), dynamic_shapes=({0: batch},))
+    weights = version_dir / WEIGHTS_FILE
+    torch.export.save(program, str(weights))
+    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
+
+    link = version_dir / "model.py"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(Path("..") / ".." / SHARED_MODEL_PY)
+
+    info = ExportInfo(
+        variant=name,
+        hint=hint,
+        description=variant["description"],
+        channels=hint.channels,
+        parameters=sum(p.numel() for p in generator.parameters()),
+        sha256=sha,
+    )
+    trained = {k: ckpt["config"][k] for k in ("data", "width", "batch_size", "seed")}
+    trained.update(epochs=round(ckpt["epoch"], 2), steps=ckpt["step"])
+    (model_dir / "config.pbtxt").write_text(triton_config(info, trained))
+    return info
+
+
+def triton_config(info: ExportInfo, trained: dict) -> str:
+    def param(key: str, value: str) -> str:
+        return f'  {{ key: "{key}" value: {{ string_value: {json.dumps(value)} }} }}'
+
+    dims = f"[ {info.channels}, {MODEL_SIZE}, {MODEL_SIZE} ]"
+    return f"""# Written by `python -m training.export`; the gateway reads the parameters below.
+name: "{info.variant}"
+backend: "python"
+max_batch_size: {MAX_BATCH}
+input [
+  {{ name: "{INPUT_NAME}" data_type: TYPE_FP32 dims: {dims} }}
+]
+output [
+  {{ name: "{OUTPUT_NAME}" data_type: TYPE_FP32 dims: [ 3, {MODEL_SIZE}, {MODEL_SIZE} ] }}
+]
+dynamic_batching {{
+  preferred_batch_size: [ 8, 16, 32 ]
+  max_queue_delay_microseconds: 2000
+}}
+# KIND_AUTO: a GPU instance where Triton sees one, else the CPU.
+instance_group [ {{ count: 1 kind: KIND_AUTO }} ]
+parameters [
+{param("hint_encoding", info.hint.value)},
+{param("description", info.description)},
+{param("weights_sha256", info.sha256[:16])},
+{param("trained", json.dumps(trained, sort_keys=True))}
+]
+model_warmup [
+  {{
+    name: "zeros"
+    batch_size: 1
+    inputs {{ key: "{INPUT_NAME}" value: {{ data_type: TYPE_FP32 dims: {dims} zero_data: true }} }}
+  }}
+]
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path, nargs="+", help="runs/<variant>/last.pt ...")
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
+    parser.add_argument("--name", help="model name in the repository (default: the variant's)")
+    args = parser.parse_args(argv)
+    for checkpoint in args.checkpoint:
+        info = export(checkpoint, args.repository, args.name)
+        print(f"{checkpoint} -> {args.repository / info.variant} ({info.parameters:,} parameters, {info.hint.value})")
+
+
+if __name__ == "__main__":
+    main()
