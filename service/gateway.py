@@ -1,0 +1,409 @@
+"""The gRPC gateway: validates and encodes Colorize requests, runs them on Triton, answers.
+
+``python -m service.gateway --triton-url 127.0.0.1:8001 --port 50051`` (flags or SKETCH2COLOR_*
+environment variables, see `GatewayConfig`). Serves sketch2color.v1.Colorizer, gRPC health
+checking and server reflection; Prometheus metrics on their own port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
+
+import grpc
+import numpy as np
+import prometheus_client as prom
+import tritonclient.grpc.aio as triton_aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.utils import InferenceServerException
+
+from service import imaging
+from service.api import SERVICE_NAME, pb, pb_grpc
+from service.imaging import Frame, Limits, RawHint, RequestError, invalid
+from training import hints as H
+from training.variants import DEFAULT_VARIANT
+
+log = logging.getLogger("sketch2color.gateway")
+
+OUTPUT_FORMAT_NAMES = {
+    pb.IMAGE_FORMAT_UNSPECIFIED: "png",
+    pb.IMAGE_FORMAT_PNG: "png",
+    pb.IMAGE_FORMAT_JPEG: "jpeg",
+    pb.IMAGE_FORMAT_WEBP: "webp",
+}
+HINT_KINDS = {  # what a variant's hint encoding accepts, in the API's words
+    H.HintKind.NONE: [],
+    H.HintKind.POINTS: [pb.HINT_KIND_POINTS],
+    H.HintKind.BLUR: [pb.HINT_KIND_COLOR_IMAGE],
+    H.HintKind.PATCHES20: [pb.HINT_KIND_COLOR_IMAGE],
+}
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Every setting is a flag (--triton-url) and an environment variable (SKETCH2COLOR_TRITON_URL)."""
+
+    triton_url: str = "127.0.0.1:8001"
+    host: str = "127.0.0.1"
+    port: int = 50051
+    metrics_port: int = 9095  # 0 = no metrics endpoint
+    default_variant: str = DEFAULT_VARIANT
+    max_message_mb: int = 32
+    max_pixels: int = Limits.max_pixels
+    max_hints: int = Limits.max_hints
+    workers: int = 4  # threads for decoding and encoding images
+    stream_concurrency: int = 16  # items of one ColorizeStream in flight at once
+    health_interval_s: float = 1.0
+    shutdown_grace_s: float = 10.0
+    log_level: str = "INFO"
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(max_pixels=self.max_pixels, max_hints=self.max_hints)
+
+
+@dataclass
+class VariantInfo:
+    name: str
+    hint: H.HintKind
+    description: str
+    version: str
+    input_name: str
+    output_name: str
+    ready: bool = True
+
+
+class Metrics:
+    def __init__(self, registry: prom.CollectorRegistry):
+        labels = ("rpc", "variant", "code")
+        self.requests = prom.Counter("sketch2color_requests", "Colorize calls", labels, registry=registry)
+        self.latency = prom.Histogram("sketch2color_request_seconds", "Call latency", labels, registry=registry,
+                                      buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))  # fmt: skip
+        self.in_flight = prom.Gauge("sketch2color_in_flight", "Items being processed", registry=registry)
+        self.stage = prom.Histogram("sketch2color_stage_seconds", "Time per stage: triton vs gateway work",
+                                    ("stage", "variant"), registry=registry,
+                                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5))  # fmt: skip
+        self.image_pixels = prom.Histogram("sketch2color_image_pixels", "Sketch size in pixels", registry=registry,
+                                           buckets=(128**2, 256**2, 512**2, 1024**2, 2048**2, 4096**2))  # fmt: skip
+
+
+class Colorizer(pb_grpc.ColorizerServicer):
+    def __init__(self, config: GatewayConfig, registry: prom.CollectorRegistry | None = None):
+        self.config = config
+        self.limits = config.limits
+        self.pool = ThreadPoolExecutor(config.workers, thread_name_prefix="imaging")
+        self.metrics = Metrics(registry or prom.CollectorRegistry())
+        # One channel for the process; reconnect quickly when Triton comes back.
+        self.triton = triton_aio.InferenceServerClient(
+            config.triton_url,
+            channel_args=[
+                ("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.min_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", 1000),
+                ("grpc.max_receive_message_length", 64 << 20),
+                ("grpc.max_send_message_length", 64 << 20),
+            ],
+        )
+        self.variants: dict[str, VariantInfo] = {}
+        self.health = health.aio.HealthServicer()
+        self.serving = False
+
+    # ------------------------------------------------------------------ Triton state
+
+    async def refresh(self) -> bool:
+        """Ask Triton whether it is ready and which variants it holds; update health. Never raises."""
+        try:
+            ready = await self.triton.is_server_ready(client_timeout=2)
+            variants = {}
+            if ready:
+                index = await self.triton.get_model_repository_index(as_json=True, client_timeout=2)
+                for model in index.get("models", []):
+                    name = model["name"]
+                    if model.get("state") != "READY":
+                        continue
+                    cfg = (await self.triton.get_model_config(name, as_json=True, client_timeout=2))["config"]
+                    params = {k: v["string_value"] for k, v in cfg.get("parameters", {}).items()}
+                    if "hint_encoding" not in params:
+                        continue  # not a generator
+                    variants[name] = VariantInfo(
+                        name=name,
+                        hint=H.HintKind(params["hint_encoding"]),
+                        description=params.get("description", ""),
+                        version=f"{model.get('version', '1')}+{params.get('weights_sha256', '')}".rstrip("+"),
+                        input_name=cfg["input"][0]["name"],
+                        output_name=cfg["output"][0]["name"],
+                    )
+        except (InferenceServerException, grpc.RpcError, KeyError, ValueError) as e:
+            log.debug("Triton not ready: %s", e)
+            ready, variants = False, {}
+        serving = bool(ready and variants)
+        if serving:
+            self.variants = variants
+        else:
+            for v in self.variants.values():
+                v.ready = False
+        if serving != self.serving:
+            log.info("Triton %s: %s", "ready" if serving else "unavailable", ", ".join(sorted(variants)) or "-")
+            self.serving = serving
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        await self.health.set("", status)
+        await self.health.set(SERVICE_NAME, status)
+        return serving
+
+    async def watch_triton(self) -> None:
+        while True:
+            await self.refresh()
+            await asyncio.sleep(self.config.health_interval_s)
+
+    # ------------------------------------------------------------------ RPCs
+
+    async def ListVariants(self, request, context):
+        if not self.serving:
+            await self.refresh()
+        return pb.ListVariantsResponse(
+            variants=[
+                pb.Variant(name=v.name, description=v.description, accepted_hints=HINT_KINDS[v.hint],
+                           input_size=H.MODEL_SIZE, version=v.version, ready=v.ready)  # fmt: skip
+                for v in sorted(self.variants.values(), key=lambda v: v.name)
+            ],
+            default_variant=self.config.default_variant,
+        )
+
+    async def Colorize(self, request, context):
+        start = time.perf_counter()
+        variant_label = request.variant or self.config.default_variant
+        code = grpc.StatusCode.OK
+        self.metrics.in_flight.inc()
+        try:
+            return await self.colorize(request, context.time_remaining())
+        except RequestError as e:
+            code = e.code
+            await context.abort(e.code, e.message)
+        finally:
+            self.metrics.in_flight.dec()
+            self.metrics.requests.labels("Colorize", variant_label, code.name).inc()
+            self.metrics.latency.labels("Colorize", variant_label, code.name).observe(time.perf_counter() - start)
+
+    async def ColorizeStream(self, request_iterator, context):
+        results: asyncio.Queue = asyncio.Queue()
+        gate = asyncio.Semaphore(self.config.stream_concurrency)
+
+        async def one(index: int, request) -> None:
+            code = grpc.StatusCode.OK
+            try:
+                response = await self.colorize(request, context.time_remaining())
+                item = pb.ColorizeStreamResponse(request_id=request.request_id, index=index, response=response)
+            except RequestError as e:
+                code = e.code
+                error = pb.Error(code=e.code.value[0], message=e.message)
+                item = pb.ColorizeStreamResponse(request_id=request.request_id, index=index, error=error)
+            finally:
+                gate.release()
+                self.metrics.in_flight.dec()
+            variant = request.variant or self.config.default_variant
+            self.metrics.requests.labels("ColorizeStream", variant, code.name).inc()
+            await results.put(item)
+
+        async def read() -> int:
+            tasks = []
+            async for request in request_iterator:
+                await gate.acquire()
+                self.metrics.in_flight.inc()
+                tasks.append(asyncio.create_task(one(len(tasks), request)))
+            await asyncio.gather(*tasks)
+            await results.put(None)
+            return len(tasks)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await results.get()) is not None:
+                yield item
+            await reader
+        finally:
+            reader.cancel()
+
+    # ------------------------------------------------------------------ the work
+
+    async def colorize(self, request, time_remaining: float | None) -> pb.ColorizeResponse:
+        t0 = time.perf_counter()
+        if time_remaining is not None and time_remaining <= 0:
+            raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the request was read")
+        variant = self.resolve_variant(request)
+        loop = asyncio.get_running_loop()
+        encoded, frame, sketch = await loop.run_in_executor(self.pool, self.prepare, request, variant)
+        self.metrics.image_pixels.observe(frame.width * frame.height)
+        t1 = time.perf_counter()
+        color = await self.infer(variant, encoded, None if time_remaining is None else time_remaining - (t1 - t0))
+        t2 = time.perf_counter()
+        image, mime, width, height = await loop.run_in_executor(self.pool, self.finish, request, color, frame, sketch)
+        t3 = time.perf_counter()
+        self.metrics.stage.labels("triton", variant.name).observe(t2 - t1)
+        self.metrics.stage.labels("gateway", variant.name).observe((t1 - t0) + (t3 - t2))
+        return pb.ColorizeResponse(
+            image=image, mime_type=mime, width=width, height=height, variant=variant.name,
+            model_version=variant.version,
+            timings=pb.Timings(decode_ms=1e3 * (t1 - t0), triton_ms=1e3 * (t2 - t1), encode_ms=1e3 * (t3 - t2),
+                               total_ms=1e3 * (t3 - t0)),
+        )  # fmt: skip
+
+    def resolve_variant(self, request) -> VariantInfo:
+        if not request.sketch and not request.variant and not request.hints and not request.color_hint:
+            raise invalid("empty request: set at least `sketch` (PNG, JPEG or WebP bytes)")
+        if not self.serving:
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, f"Triton at {self.config.triton_url} is not ready")
+        name = request.variant or self.config.default_variant
+        variant = self.variants.get(name)
+        if variant is None:
+            known = ", ".join(sorted(self.variants)) or "none"
+            raise RequestError(grpc.StatusCode.NOT_FOUND, f"unknown variant {name!r}; available: {known}")
+        accepted = HINT_KINDS[variant.hint]
+        if request.hints and pb.HINT_KIND_POINTS not in accepted:
+            raise invalid(f"variant {name!r} takes no point hints ({_accepts(variant)}); use one that does, e.g. 'guided'")
+        if request.color_hint and pb.HINT_KIND_COLOR_IMAGE not in accepted:
+            raise invalid(f"variant {name!r} takes no colour-hint image ({_accepts(variant)})")
+        if variant.hint.needs_color_image and not request.color_hint:
+            raise invalid(f"variant {name!r} needs `color_hint`: a rough colour image of the sketch")
+        return variant
+
+    def prepare(self, request, variant: VariantInfo) -> tuple[np.ndarray, Frame, np.ndarray]:
+        """Decode, validate and encode (in a worker thread): -> (input (C, 128, 128), frame, sketch gray)."""
+        sketch = imaging.to_gray(imaging.decode_image(request.sketch, "sketch", self.limits))
+        frame = Frame.fit(sketch.shape[1], sketch.shape[0])
+        color = None
+        if request.color_hint:
+            rough = imaging.decode_image(request.color_hint, "color_hint", self.limits)
+            color = frame.to_grid(rough if rough.shape[:2] == sketch.shape else _resize(rough, sketch.shape))
+        raw = []
+        for i, h in enumerate(request.hints):
+            which = h.WhichOneof("position")
+            if which is None:
+                raise invalid(f"hints[{i}] has no position: set `pixel` or `normalized`")
+            p = getattr(h, which)
+            raw.append(RawHint(p.x, p.y, which == "normalized", (h.color.r, h.color.g, h.color.b), h.size))
+        points = imaging.grid_points(raw, frame, self.limits)
+        return H.encode(variant.hint, frame.to_grid(sketch), color=color, points=points), frame, sketch
+
+    async def infer(self, variant: VariantInfo, encoded: np.ndarray, time_remaining: float | None) -> np.ndarray:
+        """One request to Triton, with the caller's remaining deadline: -> (128, 128, 3) uint8."""
+        if time_remaining is not None and time_remaining <= 0:
+            raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before inference")
+        tensor = InferInput(variant.input_name, [1, *encoded.shape], "FP32")
+        tensor.set_data_from_numpy(encoded[None])
+        try:
+            result = await self.triton.infer(
+                variant.name, [tensor], outputs=[InferRequestedOutput(variant.output_name)],
+                client_timeout=time_remaining,
+            )  # fmt: skip
+        except InferenceServerException as e:
+            raise _triton_error(e, variant.name) from None
+        return H.from_unit(result.as_numpy(variant.output_name)[0]).transpose(1, 2, 0)
+
+    def finish(self, request, color: np.ndarray, frame: Frame, sketch: np.ndarray) -> tuple[bytes, str, int, int]:
+        """Model output -> encoded image, at model size or at the sketch's own with crisp lines."""
+        if request.output_size == pb.OUTPUT_SIZE_MODEL:
+            out = color
+        else:
+            out = imaging.reapply_lines(frame.from_grid(color), sketch)
+        data, mime = imaging.encode_image(np.ascontiguousarray(out), OUTPUT_FORMAT_NAMES[request.output_format])
+        return data, mime, out.shape[1], out.shape[0]
+
+
+def _resize(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(image, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+
+
+def _accepts(variant: VariantInfo) -> str:
+    kinds = [pb.HintKind.Name(k) for k in HINT_KINDS[variant.hint]]
+    return "it accepts " + (", ".join(kinds) if kinds else "the sketch alone")
+
+
+def _triton_error(e: InferenceServerException, variant: str) -> RequestError:
+    status = str(e.status() or "")
+    message = e.message() or str(e)
+    if "DEADLINE_EXCEEDED" in status or "Deadline" in message:
+        return RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, f"the deadline passed during inference on {variant!r}")
+    if "UNAVAILABLE" in status or "failed to connect" in message.lower():
+        return RequestError(grpc.StatusCode.UNAVAILABLE, f"Triton is unavailable: {message}")
+    if "INVALID_ARGUMENT" in status:
+        return RequestError(grpc.StatusCode.INTERNAL, f"Triton refused the encoded input for {variant!r}: {message}")
+    return RequestError(grpc.StatusCode.UNAVAILABLE, f"Triton failed on {variant!r}: {status} {message}")
+
+
+async def serve(config: GatewayConfig, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
+    """Run the gateway until SIGTERM/SIGINT (or `stop`), then drain in-flight calls and exit."""
+    registry = prom.CollectorRegistry()
+    servicer = Colorizer(config, registry)
+    max_bytes = config.max_message_mb << 20
+    server = grpc.aio.server(
+        options=[("grpc.max_receive_message_length", max_bytes), ("grpc.max_send_message_length", max_bytes)]
+    )
+    pb_grpc.add_ColorizerServicer_to_server(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer.health, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+    )
+    address = f"{config.host}:{config.port}"
+    if server.add_insecure_port(address) == 0:
+        raise SystemExit(f"cannot listen on {address}")
+    if config.metrics_port:
+        prom.start_http_server(config.metrics_port, addr=config.host, registry=registry)
+    await servicer.refresh()
+    await server.start()
+    watcher = asyncio.create_task(servicer.watch_triton())
+    log.info("gateway on %s -> Triton %s (%s); metrics on :%s", address, config.triton_url,
+             "serving" if servicer.serving else "waiting for Triton", config.metrics_port or "-")  # fmt: skip
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            pass
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    log.info("draining (up to %.0f s)", config.shutdown_grace_s)
+    watcher.cancel()
+    await servicer.health.enter_graceful_shutdown()
+    await server.stop(config.shutdown_grace_s)
+    await servicer.triton.close()
+    servicer.pool.shutdown(wait=False)
+    log.info("stopped")
+
+
+def config_from_args(argv: list[str] | None = None) -> GatewayConfig:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    defaults = GatewayConfig()
+    for f in fields(GatewayConfig):
+        env = "SKETCH2COLOR_" + f.name.upper()
+        default = type(getattr(defaults, f.name))(os.environ.get(env, getattr(defaults, f.name)))
+        parser.add_argument("--" + f.name.replace("_", "-"), type=type(default), default=default,
+                            help=f"env {env} (default {default})")  # fmt: skip
+    return GatewayConfig(**vars(parser.parse_args(argv)))
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = config_from_args(argv)
+    setup_logging(config.log_level)
+    log.debug("config %s", json.dumps(config.__dict__))
+    asyncio.run(serve(config))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Request images in and out: decode and validate, fit to the model grid, map hints, finish.
+
+Everything here is synchronous and CPU-bound: the gateway runs it in a thread pool, off the
+event loop. Failures are `RequestError`s that carry the gRPC status the caller should see.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import cv2
+import grpc
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from training.hints import MODEL_SIZE, POINT_SIZE_RANGE, PointHint
+
+# The gateway checks image dimensions itself (before any pixel is decoded), with its own limit.
+Image.MAX_IMAGE_PIXELS = None
+ACCEPTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP", "MPO": "JPEG"}  # MPO: multi-frame JPEG
+DEFAULT_HINT_SIZE = 5
+OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
+
+
+class RequestError(Exception):
+    """A request the gateway refuses: a gRPC status code and a message for the caller."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def invalid(message: str) -> RequestError:
+    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_pixels: int = 40_000_000  # ~6300x6300
+    max_side: int = 16384
+    max_hints: int = 512
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Where a (width x height) image sits on the 128x128 model grid: scaled by `scale`, padded
+    with white to a square, its top-left corner at (left, top)."""
+
+    width: int
+    height: int
+    scale: float
+    left: int
+    top: int
+    inner_width: int
+    inner_height: int
+
+    @staticmethod
+    def fit(width: int, height: int) -> Frame:
+        scale = MODEL_SIZE / max(width, height)
+        iw, ih = max(1, round(width * scale)), max(1, round(height * scale))
+        return Frame(width, height, scale, (MODEL_SIZE - iw) // 2, (MODEL_SIZE - ih) // 2, iw, ih)
+
+    def to_grid(self, image: np.ndarray) -> np.ndarray:
+        """An image of the frame's size, resized and padded with white onto the model grid."""
+        if (self.inner_width, self.inner_height) == (image.shape[1], image.shape[0]):
+            inner = image
+        else:
+            shrink = self.inner_width < image.shape[1]
+            inner = cv2.resize(image, (self.inner_width, self.inner_height),
+                               interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)  # fmt: skip
+        shape = (MODEL_SIZE, MODEL_SIZE) + image.shape[2:]
+        grid = np.full(shape, 255, np.uint8)
+        grid[self.top : self.top + self.inner_height, self.left : self.left + self.inner_width] = inner
+        return grid
+
+    def from_grid(self, grid: np.ndarray) -> np.ndarray:
+        """The frame's region of a model-grid image, resized back to the frame's own size."""
+        inner = grid[self.top : self.top + self.inner_height, self.left : self.left + self.inner_width]
+        if inner.shape[:2] == (self.height, self.width):
+            return inner
+        return cv2.resize(inner, (self.width, self.height), interpolation=cv2.INTER_CUBIC)
+
+    def grid_position(self, x: float, y: float) -> tuple[int, int]:
+        """(row, col) on the model grid of the point (x, y) in the image's pixel coordinates."""
+        col = self.left + int((x + 0.5) * self.scale)
+        row = self.top + int((y + 0.5) * self.scale)
+        return (min(row, self.top + self.inner_height - 1), min(col, self.left + self.inner_width - 1))
+
+
+def decode_image(data: bytes, what: str, limits: Limits) -> np.ndarray:
+    """Encoded bytes -> (H, W, 3) uint8 RGB, transparency composited on white.
+
+    The header is checked against the limits before any pixel is decoded, so a 50000x50000
+    header costs nothing.
+    """
+    if not data:
+        raise invalid(f"{what} is empty: send PNG, JPEG or WebP bytes")
+    try:
+        im = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise invalid(f"{what} is not a PNG, JPEG or WebP image ({len(data)} bytes, starts {data[:8]!r})") from None
+    except Exception as e:  # PIL raises many types on malformed headers
+        raise invalid(f"{what} has a malformed image header: {e}") from None
+    if im.format not in ACCEPTED_FORMATS:
+        raise invalid(f"{what} is {im.format}; send PNG, JPEG or WebP")
+    width, height = im.size
+    if width < 1 or height < 1:
+        raise invalid(f"{what} is {width}x{height}: an image needs at least one pixel")
+    if width > limits.max_side or height > limits.max_side or width * height > limits.max_pixels:
+        raise invalid(
+            f"{what} is {width}x{height} ({width * height / 1e6:.1f} Mpx); the limit is "
+            f"{limits.max_pixels / 1e6:.0f} Mpx and {limits.max_side} px a side"
+        )
+    try:
+        im.load()
+    except Exception as e:
+        raise invalid(f"{what} could not be decoded ({ACCEPTED_FORMATS[im.format]} {width}x{height}): {e}") from None
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        white.alpha_composite(im)
+        im = white
+    return np.asarray(im.convert("RGB"))
+
+
+def encode_image(rgb: np.ndarray, fmt: str) -> tuple[bytes, str]:
+    """(H, W, 3) uint8 -> (encoded bytes, mime type)."""
+    pil_format, mime = OUTPUT_FORMATS[fmt]
+    buf = io.BytesIO()
+    options = {"quality": 92} if pil_format in ("JPEG", "WEBP") else {"compress_level": 1}
+    Image.fromarray(rgb).save(buf, format=pil_format, **options)
+    return buf.getvalue(), mime
+
+
+def to_gray(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+
+
+@dataclass(frozen=True)
+class RawHint:
+    """A hint as the caller sent it: a position (pixel or normalised), a colour, a size."""
+
+    x: float
+    y: float
+    normalized: bool
+    rgb: tuple[int, int, int]
+    size: int
+
+
+def grid_points(hints: list[RawHint], frame: Frame, limits: Limits) -> list[PointHint]:
+    """Validate the caller's hints and place them on the model grid."""
+    if len(hints) > limits.max_hints:
+        raise invalid(f"{len(hints)} hints; at most {limits.max_hints} are accepted")
+    points = []
+    for i, h in enumerate(hints):
+        if not all(np.isfinite([h.x, h.y])):
+            raise invalid(f"hints[{i}]: position ({h.x}, {h.y}) is not finite")
+        if h.normalized:
+            if not (0 <= h.x <= 1 and 0 <= h.y <= 1):
+                raise invalid(f"hints[{i}]: normalized position ({h.x:g}, {h.y:g}) is outside [0, 1]")
+            x, y = min(h.x * frame.width, frame.width - 1), min(h.y * frame.height, frame.height - 1)
+        else:
+            if not (0 <= h.x < frame.width and 0 <= h.y < frame.height):
+                raise invalid(
+                    f"hints[{i}]: pixel position ({h.x:g}, {h.y:g}) is outside the {frame.width}x{frame.height} sketch"
+                )
+            x, y = h.x, h.y
+        if any(c > 255 for c in h.rgb):
+            raise invalid(f"hints[{i}]: colour {h.rgb} has a component above 255")
+        size = h.size or DEFAULT_HINT_SIZE
+        lo, hi = POINT_SIZE_RANGE
+        if not lo <= size <= hi:
+            raise invalid(f"hints[{i}]: size {size} is outside {lo}..{hi} (model pixels; 0 means {DEFAULT_HINT_SIZE})")
+        row, col = frame.grid_position(x, y)
+        points.append(PointHint(row, col, h.rgb, size))
+    return points
+
+
+def reapply_lines(color: np.ndarray, sketch_gray: np.ndarray) -> np.ndarray:
+    """Multiply the full-resolution line art over an upsampled colour image, so lines stay crisp."""
+    return (color.astype(np.uint16) * sketch_gray[:, :, None].astype(np.uint16) // 255).astype(np.uint8)

@@ -1,0 +1,60 @@
+"""One command, the whole service on this machine: Triton on model_repository/, then the gateway.
+
+``python -m service.stack`` (what ``make run`` does). Ctrl-C (or SIGTERM) drains the gateway,
+then stops Triton. ``--triton-url HOST:PORT`` uses a Triton that is already running instead.
+Any gateway flag (see ``python -m service.gateway --help``) may follow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from service import triton_local
+from service.gateway import config_from_args, serve, setup_logging
+
+log = logging.getLogger("sketch2color.stack")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=False)
+    parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
+    parser.add_argument("--triton-grpc-port", type=int, default=8001)
+    parser.add_argument("--triton-http-port", type=int, default=8000)
+    parser.add_argument("--triton-metrics-port", type=int, default=8002)
+    parser.add_argument("--triton-log", type=Path, default=Path("triton.log"))
+    parser.add_argument("--triton-url", help="use this running Triton instead of starting one")
+    args, gateway_argv = parser.parse_known_args(argv)
+    if args.triton_url:
+        gateway_argv += ["--triton-url", args.triton_url]
+    config = config_from_args(gateway_argv)
+    setup_logging(config.log_level)
+
+    proc = None
+    if not args.triton_url:
+        ports = triton_local.TritonPorts(args.triton_http_port, args.triton_grpc_port, args.triton_metrics_port)
+        log.info("starting Triton on %s (gRPC :%d, log %s)", args.repository, ports.grpc, args.triton_log)
+        proc, ports = triton_local.start_triton(args.repository, ports, log_path=args.triton_log)
+        try:
+            triton_local.wait_ready(ports, proc, timeout=300)
+        except (RuntimeError, TimeoutError) as e:
+            triton_local.stop_triton(proc)
+            raise SystemExit(f"{e}; see {args.triton_log}") from None
+        log.info("Triton ready")
+        config = replace(config, triton_url=ports.grpc_url)
+    try:
+        asyncio.run(serve(config))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if proc is not None:
+            log.info("stopping Triton")
+            triton_local.stop_triton(proc)
+
+
+if __name__ == "__main__":
+    main()
