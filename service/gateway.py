@@ -17,6 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 
+import cv2
 import grpc
 import numpy as np
 import prometheus_client as prom
@@ -275,22 +276,7 @@ class Colorizer(pb_grpc.ColorizerServicer):
         return variant
 
     def prepare(self, request, variant: VariantInfo) -> tuple[np.ndarray, Frame, np.ndarray]:
-        """Decode, validate and encode (in a worker thread): -> (input (C, 128, 128), frame, sketch gray)."""
-        sketch = imaging.to_gray(imaging.decode_image(request.sketch, "sketch", self.limits))
-        frame = Frame.fit(sketch.shape[1], sketch.shape[0])
-        color = None
-        if request.color_hint:
-            rough = imaging.decode_image(request.color_hint, "color_hint", self.limits)
-            color = frame.to_grid(rough if rough.shape[:2] == sketch.shape else _resize(rough, sketch.shape))
-        raw = []
-        for i, h in enumerate(request.hints):
-            which = h.WhichOneof("position")
-            if which is None:
-                raise invalid(f"hints[{i}] has no position: set `pixel` or `normalized`")
-            p = getattr(h, which)
-            raw.append(RawHint(p.x, p.y, which == "normalized", (h.color.r, h.color.g, h.color.b), h.size))
-        points = imaging.grid_points(raw, frame, self.limits)
-        return H.encode(variant.hint, frame.to_grid(sketch), color=color, points=points), frame, sketch
+        return encode_request(request, variant.hint, self.limits)
 
     async def infer(self, variant: VariantInfo, encoded: np.ndarray, time_remaining: float | None) -> np.ndarray:
         """One request to Triton, with the caller's remaining deadline: -> (128, 128, 3) uint8."""
@@ -317,10 +303,29 @@ class Colorizer(pb_grpc.ColorizerServicer):
         return data, mime, out.shape[1], out.shape[0]
 
 
-def _resize(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    import cv2
+def encode_request(request, hint: H.HintKind, limits: Limits) -> tuple[np.ndarray, Frame, np.ndarray]:
+    """Decode, validate and encode a request with the training module's encoder.
 
-    return cv2.resize(image, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+    -> (generator input (C, 128, 128) float32, the sketch's frame on the model grid, sketch gray).
+    CPU-bound: the gateway runs it in a worker thread.
+    """
+    sketch = imaging.to_gray(imaging.decode_image(request.sketch, "sketch", limits))
+    frame = Frame.fit(sketch.shape[1], sketch.shape[0])
+    color = None
+    if request.color_hint:
+        rough = imaging.decode_image(request.color_hint, "color_hint", limits)
+        if rough.shape[:2] != sketch.shape:
+            rough = cv2.resize(rough, (sketch.shape[1], sketch.shape[0]), interpolation=cv2.INTER_AREA)
+        color = frame.to_grid(rough)
+    raw = []
+    for i, h in enumerate(request.hints):
+        which = h.WhichOneof("position")
+        if which is None:
+            raise invalid(f"hints[{i}] has no position: set `pixel` or `normalized`")
+        p = getattr(h, which)
+        raw.append(RawHint(p.x, p.y, which == "normalized", (h.color.r, h.color.g, h.color.b), h.size))
+    points = imaging.grid_points(raw, frame, limits)
+    return H.encode(hint, frame.to_grid(sketch), color=color, points=points), frame, sketch
 
 
 def _accepts(variant: VariantInfo) -> str:

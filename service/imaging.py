@@ -7,6 +7,7 @@ event loop. Failures are `RequestError`s that carry the gRPC status the caller s
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import dataclass
 
 import cv2
@@ -20,6 +21,7 @@ from training.hints import MODEL_SIZE, POINT_SIZE_RANGE, PointHint
 Image.MAX_IMAGE_PIXELS = None
 ACCEPTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP", "MPO": "JPEG"}  # MPO: multi-frame JPEG
 DEFAULT_HINT_SIZE = 5
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
 
 
@@ -99,6 +101,10 @@ def decode_image(data: bytes, what: str, limits: Limits) -> np.ndarray:
     try:
         im = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
+        if data.startswith(PNG_SIGNATURE) and len(data) >= 24:  # PIL refuses a 0-pixel PNG without saying so
+            width, height = struct.unpack(">II", data[16:24])
+            if width == 0 or height == 0:
+                raise invalid(f"{what} is {width}x{height}: an image needs at least one pixel") from None
         raise invalid(f"{what} is not a PNG, JPEG or WebP image ({len(data)} bytes, starts {data[:8]!r})") from None
     except Exception as e:  # PIL raises many types on malformed headers
         raise invalid(f"{what} has a malformed image header: {e}") from None

@@ -1,0 +1,335 @@
+"""The gateway against a real Triton serving the shipped model repository, over real gRPC."""
+
+from __future__ import annotations
+
+import io
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import torch
+import tritonclient.grpc as triton_grpc
+from google.protobuf import text_format
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from PIL import Image
+from tritonclient.grpc import model_config_pb2
+
+from service.api import SERVICE_NAME, pb, pb_grpc
+from service.gateway import encode_request
+from service.imaging import Limits
+from training import hints as H
+from training.data import synthetic_pairs
+from training.export import WEIGHTS_FILE, load_exported
+
+from .integration import REPOSITORY, ROOT, health_status, start_stack, wait_for_health
+
+pytestmark = pytest.mark.integration
+
+
+def _variants() -> dict[str, H.HintKind]:
+    out = {}
+    for cfg in sorted(REPOSITORY.glob("*/config.pbtxt")):
+        config = text_format.Parse(cfg.read_text(), model_config_pb2.ModelConfig())
+        out[config.name] = H.HintKind(config.parameters["hint_encoding"].string_value)
+    return out
+
+
+VARIANTS = _variants()
+PAIRS = synthetic_pairs(40, seed=11)
+
+
+def png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def decode(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose IHDR claims width x height, followed by a few bytes of pixel data and IEND."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(bytes(64))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    s = start_stack(REPOSITORY, tmp_path_factory.mktemp("stack"))
+    yield s
+    assert s.stop() == 0, "the gateway should drain and exit 0 on SIGTERM"
+
+
+@pytest.fixture(scope="module")
+def stub(stack):
+    with grpc.insecure_channel(stack.address) as channel:
+        yield pb_grpc.ColorizerStub(channel)
+
+
+@pytest.fixture(scope="module")
+def generators():
+    return {name: load_exported(REPOSITORY / name / "1" / WEIGHTS_FILE) for name in VARIANTS}
+
+
+def request_for(name: str, i: int, n_hints: int = 4, **kwargs) -> tuple[pb.ColorizeRequest, np.ndarray]:
+    """A 128x128 request for variant `name` built from pair i, and the generator input training would build."""
+    sketch, color = PAIRS[i]
+    kind = VARIANTS[name]
+    points = H.random_points(color, n_hints, np.random.default_rng(i)) if kind is H.HintKind.POINTS else []
+    req = pb.ColorizeRequest(
+        sketch=png(sketch),
+        variant=name,
+        hints=[pb.Hint(pixel=pb.Point(x=p.col, y=p.row), color=pb.Color(r=p.rgb[0], g=p.rgb[1], b=p.rgb[2]),
+                       size=p.size) for p in points],  # fmt: skip
+        color_hint=png(color) if kind.needs_color_image else b"",
+        output_size=pb.OUTPUT_SIZE_MODEL,
+        **kwargs,
+    )
+    return req, H.encode(kind, sketch, color=color if kind.needs_color_image else None, points=points)
+
+
+def expected_output(generator, encoded: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        out = generator(torch.from_numpy(encoded)[None]).numpy()[0]
+    return H.from_unit(out).transpose(1, 2, 0)
+
+
+# ---------------------------------------------------------------------------------- contract
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_training_and_serving_encode_a_request_into_the_same_tensor(name):
+    req, trained_on = request_for(name, 3, n_hints=12)
+    served, _, _ = encode_request(req, VARIANTS[name], Limits())
+    np.testing.assert_array_equal(served, trained_on)
+
+
+def test_list_variants_reports_every_exported_variant_with_its_hint_kinds(stub):
+    listing = stub.ListVariants(pb.ListVariantsRequest(), timeout=10)
+    got = {v.name: v for v in listing.variants}
+    assert set(got) == set(VARIANTS)
+    assert listing.default_variant == "guided"
+    for name, kind in VARIANTS.items():
+        assert got[name].ready and got[name].input_size == 128 and got[name].version.startswith("1+")
+        accepts = set(got[name].accepted_hints)
+        assert (pb.HINT_KIND_POINTS in accepts) == (kind is H.HintKind.POINTS)
+        assert (pb.HINT_KIND_COLOR_IMAGE in accepts) == kind.needs_color_image
+
+
+def test_health_reports_serving_for_the_server_and_the_colorizer_service(stack):
+    assert health_status(stack.address) == health_pb2.HealthCheckResponse.SERVING
+    assert health_status(stack.address, SERVICE_NAME) == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_reflection_lists_the_colorizer_service_and_its_methods(stack):
+    with grpc.insecure_channel(stack.address) as channel:
+        db = ProtoReflectionDescriptorDatabase(channel)
+        assert SERVICE_NAME in set(db.get_services())
+        from google.protobuf.descriptor_pool import DescriptorPool
+
+        service = DescriptorPool(db).FindServiceByName(SERVICE_NAME)
+        assert {m.name for m in service.methods} == {"Colorize", "ColorizeStream", "ListVariants"}
+
+
+# ---------------------------------------------------------------------------------- colouring
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_served_output_equals_the_pytorch_generator_on_the_same_input(stub, generators, name):
+    req, encoded = request_for(name, 5)
+    response = stub.Colorize(req, timeout=30)
+    assert response.variant == name and response.mime_type == "image/png"
+    assert (response.width, response.height) == (128, 128)
+    served = decode(response.image)
+    diff = np.abs(served.astype(int) - expected_output(generators[name], encoded).astype(int))
+    assert diff.max() <= 1, f"served output differs by up to {diff.max()} levels"
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_colorize_returns_the_sketch_resolution_with_its_lines_by_default(stub, name):
+    sketch = np.full((150, 260), 255, np.uint8)
+    sketch[40:110, 60:200] = 0
+    sketch[45:105, 65:195] = 255  # a rectangle outline, 5 px wide
+    rough = np.zeros((150, 260, 3), np.uint8) + np.array([200, 80, 40], np.uint8)
+    kind = VARIANTS[name]
+    req = pb.ColorizeRequest(
+        sketch=png(sketch), variant=name, output_format=pb.IMAGE_FORMAT_WEBP,
+        hints=[pb.Hint(normalized=pb.Point(x=0.5, y=0.5), color=pb.Color(r=200, g=80, b=40))]
+        if kind is H.HintKind.POINTS else [],
+        color_hint=png(rough) if kind.needs_color_image else b"",
+    )  # fmt: skip
+    response = stub.Colorize(req, timeout=30)
+    assert response.mime_type == "image/webp" and (response.width, response.height) == (260, 150)
+    out = decode(response.image)
+    assert out.shape == (150, 260, 3)
+    assert out[40:45, 60:200].max() < 40, "the sketch's lines are re-applied at full resolution"
+
+
+def test_a_hint_pulls_the_colour_toward_it_where_it_is_placed(stub):
+    sketch = np.full((128, 128), 255, np.uint8)
+    import cv2
+
+    cv2.circle(sketch, (64, 64), 40, 0, 2)
+    base = pb.ColorizeRequest(sketch=png(sketch), variant="guided", output_size=pb.OUTPUT_SIZE_MODEL)
+    hinted = pb.ColorizeRequest()
+    hinted.CopyFrom(base)
+    hinted.hints.append(pb.Hint(pixel=pb.Point(x=64, y=64), color=pb.Color(r=30, g=60, b=220), size=9))
+    plain, blue = decode(stub.Colorize(base, timeout=30).image), decode(stub.Colorize(hinted, timeout=30).image)
+    target = np.array([30, 60, 220])
+    near = (slice(54, 75), slice(54, 75))
+    dist_plain = np.abs(plain[near].astype(int) - target).sum(axis=2).mean()
+    dist_blue = np.abs(blue[near].astype(int) - target).sum(axis=2).mean()
+    assert dist_blue < dist_plain - 30, (dist_plain, dist_blue)
+    change = np.abs(blue.astype(int) - plain.astype(int)).sum(axis=2)
+    assert change[near].mean() > change[:12, :12].mean(), "the change is largest where the hint is"
+
+
+def test_concurrent_requests_are_batched_by_triton_and_each_gets_its_own_result(stack, stub, generators):
+    name = "guided"
+    stats = triton_grpc.InferenceServerClient(stack.ports.grpc_url)
+
+    def counts():
+        s = stats.get_inference_statistics(name).model_stats[0]
+        return s.inference_count, s.execution_count
+
+    jobs = [request_for(name, i) for i in range(32)]
+    inf0, exe0 = counts()
+    with ThreadPoolExecutor(32) as pool:
+        responses = list(pool.map(lambda job: stub.Colorize(job[0], timeout=60), jobs))
+    inf1, exe1 = counts()
+    assert inf1 - inf0 == 32
+    assert (inf1 - inf0) / (exe1 - exe0) > 1.0, f"{inf1 - inf0} inferences in {exe1 - exe0} executions: no batching"
+    for (_, encoded), response in zip(jobs, responses):
+        diff = np.abs(decode(response.image).astype(int) - expected_output(generators[name], encoded).astype(int))
+        assert diff.max() <= 1
+
+
+def test_colorize_stream_returns_every_item_and_reports_a_bad_one_in_place(stub):
+    reqs = [request_for("guided", i, request_id=f"item-{i}")[0] for i in range(6)]
+    reqs[2].sketch = b"not an image"
+    items = list(stub.ColorizeStream(iter(reqs), timeout=60))
+    assert sorted(i.index for i in items) == list(range(6))
+    by_id = {i.request_id: i for i in items}
+    assert by_id["item-2"].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "not a PNG" in by_id["item-2"].error.message
+    assert all(by_id[f"item-{i}"].response.image for i in (0, 1, 3, 4, 5))
+
+
+def test_cli_colours_a_file_with_a_hint(stack, tmp_path):
+    sketch, _ = PAIRS[0]
+    src, out = tmp_path / "s.png", tmp_path / "o.png"
+    src.write_bytes(png(sketch))
+    run = subprocess.run(
+        [sys.executable, "-m", "service.cli", "--server", stack.address, "colorize", str(src), "-o", str(out),
+         "--hint", "40,60,#ff8800", "--variant", "guided"],  # fmt: skip
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert decode(out.read_bytes()).shape == (128, 128, 3)
+
+
+def test_metrics_endpoint_counts_calls_by_rpc_variant_and_code(stack, stub):
+    with pytest.raises(grpc.RpcError):
+        stub.Colorize(pb.ColorizeRequest(sketch=b"xx", variant="guided"), timeout=10)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=5).read().decode()
+    assert 'sketch2color_requests_total{code="INVALID_ARGUMENT",rpc="Colorize",variant="guided"}' in text
+    assert "sketch2color_stage_seconds_bucket" in text and "sketch2color_in_flight" in text
+
+
+# ---------------------------------------------------------------------------------- bad input
+
+GOOD = png(PAIRS[0][0])
+
+
+def _hint(**kw):
+    defaults = dict(pixel=pb.Point(x=10, y=10), color=pb.Color(r=1, g=2, b=3))
+    defaults.update(kw)
+    return pb.Hint(**defaults)
+
+
+BAD_REQUESTS = {
+    "empty_request": (pb.ColorizeRequest(), grpc.StatusCode.INVALID_ARGUMENT, "empty request"),
+    "truncated_png": (pb.ColorizeRequest(sketch=GOOD[: len(GOOD) // 2]), grpc.StatusCode.INVALID_ARGUMENT, "truncated"),
+    "corrupt_bytes": (pb.ColorizeRequest(sketch=b"\x00garbage" * 50), grpc.StatusCode.INVALID_ARGUMENT, "not a PNG"),
+    "zero_by_zero_header": (pb.ColorizeRequest(sketch=png_header_only(0, 0)), grpc.StatusCode.INVALID_ARGUMENT, "0x0"),
+    "huge_header": (pb.ColorizeRequest(sketch=png_header_only(50000, 50000)), grpc.StatusCode.INVALID_ARGUMENT,
+                    "50000x50000"),
+    "unknown_variant": (pb.ColorizeRequest(sketch=GOOD, variant="nope"), grpc.StatusCode.NOT_FOUND, "available"),
+    "hint_outside_sketch": (pb.ColorizeRequest(sketch=GOOD, hints=[_hint(pixel=pb.Point(x=128, y=3))]),
+                            grpc.StatusCode.INVALID_ARGUMENT, "outside the 128x128"),
+    "normalized_hint_above_one": (pb.ColorizeRequest(sketch=GOOD, hints=[_hint(normalized=pb.Point(x=1.5, y=0))]),
+                                  grpc.StatusCode.INVALID_ARGUMENT, "outside [0, 1]"),
+    "hint_colour_above_255": (pb.ColorizeRequest(sketch=GOOD, hints=[_hint(color=pb.Color(r=300))]),
+                              grpc.StatusCode.INVALID_ARGUMENT, "above 255"),
+    "hint_size_too_big": (pb.ColorizeRequest(sketch=GOOD, hints=[_hint(size=40)]), grpc.StatusCode.INVALID_ARGUMENT,
+                          "size 40"),
+    "hint_without_position": (pb.ColorizeRequest(sketch=GOOD, hints=[pb.Hint(color=pb.Color(r=1))]),
+                              grpc.StatusCode.INVALID_ARGUMENT, "no position"),
+    "points_for_a_sketch_only_variant": (pb.ColorizeRequest(sketch=GOOD, variant="unet_l1", hints=[_hint()]),
+                                         grpc.StatusCode.INVALID_ARGUMENT, "takes no point hints"),
+    "color_image_for_the_points_variant": (pb.ColorizeRequest(sketch=GOOD, variant="guided", color_hint=GOOD),
+                                           grpc.StatusCode.INVALID_ARGUMENT, "no colour-hint image"),
+    "blur_variant_without_its_color_image": (pb.ColorizeRequest(sketch=GOOD, variant="pix2pix_blur"),
+                                             grpc.StatusCode.INVALID_ARGUMENT, "needs `color_hint`"),
+    "corrupt_color_hint": (pb.ColorizeRequest(sketch=GOOD, variant="pix2pix_blur", color_hint=b"xx"),
+                           grpc.StatusCode.INVALID_ARGUMENT, "color_hint is not"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
+def test_colorize_refuses_bad_input_with_a_precise_status(stub, case):
+    request, code, words = BAD_REQUESTS[case]
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Colorize(request, timeout=30)
+    assert err.value.code() == code, err.value.details()
+    assert words in err.value.details()
+
+
+def test_colorize_returns_resource_exhausted_for_a_message_over_the_limit(stub):
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Colorize(pb.ColorizeRequest(sketch=b"\x89PNG" + bytes(9 << 20)), timeout=30)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_colorize_returns_deadline_exceeded_when_the_deadline_is_too_short(stub):
+    big = np.full((2000, 2000), 255, np.uint8)
+    big[::50] = 0
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Colorize(pb.ColorizeRequest(sketch=png(big), variant="guided"), timeout=0.005)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+# ---------------------------------------------------------------------------------- Triton down (keep last)
+
+
+def test_triton_down_gives_unavailable_and_not_serving_then_recovers_without_a_gateway_restart(stack, stub):
+    from service import triton_local
+
+    triton_local.stop_triton(stack.triton)
+    wait_for_health(stack.address, health_pb2.HealthCheckResponse.NOT_SERVING, timeout=30)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Colorize(request_for("guided", 0)[0], timeout=10)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+    gateway_pid = stack.gateway.pid
+    stack.restart_triton()
+    wait_for_health(stack.address, health_pb2.HealthCheckResponse.SERVING, timeout=60)
+    response = stub.Colorize(request_for("guided", 0)[0], timeout=30)
+    assert response.image and stack.gateway.pid == gateway_pid and stack.gateway.poll() is None
+    time.sleep(0.1)
+
