@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_WHEEL_SPEC)"
-	$(BIN)/pip install -q -e ".[dev,bench]"
+	$(BIN)/pip install -q -e ".[train,triton,bench,dev]"
 	touch $@
 
 proto: $(VENV)/.installed
