@@ -171,7 +171,8 @@ def _fill_regions(sk: np.ndarray, points) -> tuple[np.ndarray, np.ndarray]:
     n, labels = cv2.connectedComponents(free.astype(np.uint8), connectivity=4)
     sums, counts = np.zeros((n, 3), np.float32), np.zeros(n, np.float32)
     for p, c in zip(points, colors):
-        label = labels[p.row, p.col]  # the region under the hint's centre; a hint on a line fills none
+        row, col = min(max(p.row, 0), MODEL_SIZE - 1), min(max(p.col, 0), MODEL_SIZE - 1)
+        label = labels[row, col]  # the region under the hint's centre; a hint on a line fills none
         sums[label] += c
         counts[label] += 1
     counts[0] = 0  # lines are not a region

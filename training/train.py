@@ -63,6 +63,7 @@ class History:
 
     train: list[dict] = field(default_factory=list)  # one row per logged step
     val: list[dict] = field(default_factory=list)  # one row per epoch
+    wall_time_s: float = 0.0  # training time over all sessions of the run, validation included
 
 
 def build_models(cfg: TrainConfig) -> tuple[UNet, nn.Module | None]:
@@ -215,6 +216,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict:
     bar = tqdm(total=total_steps, initial=step, unit="step", disable=not is_main, dynamic_ncols=True)
     generator.train()
     last_time, last_step = time.perf_counter(), step
+    tick = last_time
     while step < total_steps:
         epoch, in_epoch = divmod(step, steps_per_epoch)
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_set))
@@ -277,6 +279,8 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict:
             n_epoch = math.ceil(step / steps_per_epoch)
             if n_epoch % cfg.sample_every == 0 or step == total_steps:
                 save_sample_grid(_unwrap(generator), val_set, variant, cfg, device, out / "samples" / f"epoch_{n_epoch:03d}.png")
+        history.wall_time_s += time.perf_counter() - tick
+        tick = time.perf_counter()
         if is_main and (epoch_done or step == total_steps or step % cfg.checkpoint_every == 0):
             save_checkpoint(ckpt_path, cfg, generator, discriminator, opt_g, opt_d, step, step / steps_per_epoch, history)
     bar.close()

@@ -1,0 +1,271 @@
+"""training.hints: how a sketch and its hints become the generator's input tensor."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from training import hints as H
+from training.hints import HintKind, PointHint
+
+SIZE = H.MODEL_SIZE
+
+
+@pytest.fixture
+def sketch() -> np.ndarray:
+    """(128, 128) uint8: black outlines on white, plus noise so every pixel value matters."""
+    rng = np.random.default_rng(1)
+    image = rng.integers(200, 256, (SIZE, SIZE), dtype=np.uint8)
+    cv2.circle(image, (64, 64), 40, 0, 2)
+    cv2.rectangle(image, (10, 10), (50, 90), 0, 1)
+    return image
+
+
+@pytest.fixture
+def color() -> np.ndarray:
+    """(128, 128, 3) uint8 with the extremes 0 and 255 present in every channel."""
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+    image[:8] = 0
+    image[-8:] = 255
+    return image
+
+
+def square(row: int, col: int, size: int) -> np.ndarray:
+    """A (128, 128) bool mask of an odd-sized square centred at (row, col), clipped to the image."""
+    half = size // 2
+    mask = np.zeros((SIZE, SIZE), bool)
+    mask[max(row - half, 0) : row + half + 1, max(col - half, 0) : col + half + 1] = True
+    return mask
+
+
+def unit(rgb: tuple[int, int, int]) -> np.ndarray:
+    return np.asarray(rgb, np.float32) / 127.5 - 1.0
+
+
+@pytest.mark.parametrize(
+    ("kind", "channels"),
+    [(HintKind.NONE, 3), (HintKind.BLUR, 3), (HintKind.PATCHES20, 3), (HintKind.POINTS, 11)],
+)
+def test_encode_gives_each_kind_its_channel_count_in_unit_range(kind, channels, sketch, color):
+    points = [PointHint(5, 5, (255, 255, 255), 9), PointHint(120, 3, (0, 0, 0), 9), PointHint(60, 70, (255, 0, 40))]
+    x = H.encode(kind, sketch, color=color, points=points if kind is HintKind.POINTS else ())
+
+    assert kind.channels == channels
+    assert x.shape == (channels, SIZE, SIZE)
+    assert x.dtype == np.float32
+    assert x.min() >= -1.0 and x.max() <= 1.0
+
+
+def test_encode_accepts_kinds_by_their_names(sketch):
+    assert np.array_equal(H.encode("none", sketch), H.encode(HintKind.NONE, sketch))
+
+
+def test_none_hint_is_the_sketch_alone_on_unit_scale(sketch):
+    x = H.encode(HintKind.NONE, sketch)
+
+    assert np.array_equal(H.from_unit(x), np.stack([sketch] * 3))
+
+
+def test_encode_treats_gray_and_rgb_sketches_alike(sketch):
+    gray = H.encode(HintKind.NONE, sketch)
+
+    assert np.array_equal(H.encode(HintKind.NONE, sketch[:, :, None]), gray)
+    assert np.array_equal(H.encode(HintKind.NONE, np.stack([sketch] * 3, axis=2)), gray)
+
+
+def test_blur_hint_is_the_mean_of_sketch_and_32px_box_blurred_colour(sketch, color):
+    x = H.encode(HintKind.BLUR, sketch, color=color)
+
+    blurred = cv2.blur(color, (32, 32)).astype(np.float32)
+    expected = 0.5 * (np.stack([sketch] * 3, axis=2).astype(np.float32) + blurred) / 127.5 - 1.0
+    assert np.allclose(x, expected.transpose(2, 0, 1), atol=1e-6)
+
+
+def test_patches20_copies_exactly_the_20_7x7_colour_patches_and_keeps_the_sketch_elsewhere(sketch, color):
+    x = H.encode(HintKind.PATCHES20, sketch, color=color)
+
+    assert len(set(H.PATCH_CORNERS)) == 20
+    patches = np.zeros((SIZE, SIZE), bool)
+    for r, c in H.PATCH_CORNERS:
+        patches[r : r + 7, c : c + 7] = True
+    assert patches.sum() == 20 * 7 * 7  # the patches do not overlap
+    image = H.from_unit(x).transpose(1, 2, 0)
+    assert np.array_equal(image[patches], color[patches])
+    assert np.array_equal(image[~patches], np.stack([sketch] * 3, axis=2)[~patches])
+
+
+def test_points_mask_is_one_exactly_under_each_square_and_hint_channels_hold_its_colour(sketch):
+    points = [PointHint(20, 30, (250, 10, 0), 1), PointHint(64, 64, (0, 128, 255), 5), PointHint(100, 40, (7, 7, 7), 9)]
+    x = H.encode(HintKind.POINTS, sketch, points=points)
+    sk, hint, mask = x[:3], x[3:6], x[6]
+
+    assert np.array_equal(H.from_unit(sk), np.stack([sketch] * 3))
+    covered = np.zeros((SIZE, SIZE), bool)
+    for p in points:
+        under = square(p.row, p.col, p.size)
+        assert np.all(mask[under] == 1.0)
+        assert np.array_equal(hint[:, under], np.repeat(unit(p.rgb)[:, None], under.sum(), axis=1))
+        covered |= under
+    assert np.all(mask[~covered] == 0.0)
+    assert np.all(hint[:, ~covered] == 0.0)
+
+
+def test_point_near_the_border_is_clipped_to_the_image(sketch):
+    corner = PointHint(0, SIZE - 1, (255, 0, 0), 9)
+
+    x = H.encode(HintKind.POINTS, sketch, points=[corner])
+
+    assert corner.bounds() == (0, 5, SIZE - 5, SIZE)
+    assert np.array_equal(x[6] == 1.0, square(0, SIZE - 1, 9))
+    assert x[6].sum() == 5 * 5
+
+
+def test_zero_points_leave_hint_mask_and_fill_channels_all_zero(sketch):
+    x = H.encode(HintKind.POINTS, sketch)
+
+    assert x.shape == (HintKind.POINTS.channels, SIZE, SIZE)
+    assert np.array_equal(H.from_unit(x[:3]), np.stack([sketch] * 3))
+    assert np.all(x[3:] == 0.0)
+
+
+@pytest.fixture
+def two_rooms() -> np.ndarray:
+    """A white sketch with a closed box (rows/cols 32..95) split in two by a line at column 64."""
+    image = np.full((SIZE, SIZE), 255, np.uint8)
+    cv2.rectangle(image, (32, 32), (95, 95), 0, 1)
+    image[32:96, 64] = 0
+    return image
+
+
+def rooms(sketch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(left room, right room, outside) masks of `two_rooms`: the regions its lines enclose."""
+    left, right = np.zeros((SIZE, SIZE), bool), np.zeros((SIZE, SIZE), bool)
+    left[33:95, 33:64] = True
+    right[33:95, 65:95] = True
+    outside = np.ones((SIZE, SIZE), bool)
+    outside[32:96, 32:96] = False
+    assert np.all(sketch[left | right | outside] == 255)
+    return left, right, outside
+
+
+def test_a_hint_fills_the_line_enclosed_region_under_it_with_its_colour(two_rooms):
+    rgb = (200, 30, 90)
+    x = H.encode(HintKind.POINTS, two_rooms, points=[PointHint(64, 48, rgb, 5)])
+    fill, filled = x[7:10], x[10]
+    left, right, outside = rooms(two_rooms)
+
+    assert np.array_equal(filled == 1.0, left)  # only the room holding the hint, not its walls
+    assert np.all(filled[~left] == 0.0)
+    assert np.allclose(fill[:, left], unit(rgb)[:, None], atol=1e-6)
+
+
+def test_each_region_takes_the_colour_of_its_own_hints_and_the_mean_of_several(two_rooms):
+    red, blue, white = (255, 0, 0), (0, 0, 255), (255, 255, 255)
+    points = [PointHint(50, 40, red), PointHint(80, 80, blue, 3), PointHint(40, 90, white, 1)]
+
+    x = H.encode(HintKind.POINTS, two_rooms, points=points)
+
+    fill, filled = x[7:10], x[10]
+    left, right, _ = rooms(two_rooms)
+    assert np.all(filled[left | right] == 1.0)
+    assert np.allclose(fill[:, left], unit(red)[:, None], atol=1e-6)
+    assert np.allclose(fill[:, right], ((unit(blue) + unit(white)) / 2)[:, None], atol=1e-6)
+
+
+def test_a_hint_centred_on_a_line_fills_no_region(two_rooms):
+    x = H.encode(HintKind.POINTS, two_rooms, points=[PointHint(60, 64, (10, 200, 10), 5)])
+
+    assert np.all(x[10] == 0.0)
+    assert np.all(x[6][58:63, 62:67] == 1.0)  # it is still shown as a hint
+
+
+def test_fill_outside_hinted_regions_is_the_soft_guess_of_a_single_hint_colour(two_rooms):
+    rgb = (200, 30, 90)
+    x = H.encode(HintKind.POINTS, two_rooms, points=[PointHint(64, 48, rgb, 5)])
+    fill, filled = x[7:10], x[10]
+    _, right, outside = rooms(two_rooms)
+
+    rows, cols = np.mgrid[:SIZE, :SIZE]
+    near = np.hypot(rows - 64, cols - 48) <= 3 * H.SPREAD_SIGMA
+    soft = (right | outside) & near
+    assert (soft & outside).any() and (soft & right).any()  # the guess reaches past the walls
+    assert np.all(filled[soft] == 0.0)
+    assert np.allclose(fill[:, soft], unit(rgb)[:, None], atol=1e-5)
+    # Wherever the guess reaches, it is the one hint's colour; past its reach it is zero.
+    reached = np.any(fill != 0, axis=0)
+    assert np.allclose(fill[:, reached], unit(rgb)[:, None], atol=1e-5)
+    assert not reached[:, -8:].any()
+
+
+def test_soft_guess_is_closer_to_the_nearer_of_two_hints(two_rooms):
+    red, blue = (255, 0, 0), (0, 0, 255)
+    points = [PointHint(16, 20, red), PointHint(16, 108, blue)]  # both outside the box
+
+    x = H.encode(HintKind.POINTS, np.full((SIZE, SIZE), 255, np.uint8), points=points)
+    assert np.all(x[10] == 1.0)  # a sketch without lines is one region: both hints fill it
+    x = H.encode(HintKind.POINTS, two_rooms, points=points)
+    fill = x[7:10]
+
+    inside_left, inside_right = fill[:, 64, 40], fill[:, 64, 88]  # rooms without hints: the soft guess
+    assert np.abs(inside_left - unit(red)).sum() < np.abs(inside_left - unit(blue)).sum()
+    assert np.abs(inside_right - unit(blue)).sum() < np.abs(inside_right - unit(red)).sum()
+
+
+def test_point_from_target_takes_the_mean_colour_under_its_square(color):
+    p = H.point_from_target(color, 50, 60, 3)
+
+    expected = color[49:52, 59:62].reshape(-1, 3).mean(axis=0)
+    assert (p.row, p.col, p.size) == (50, 60, 3)
+    assert p.rgb == tuple(int(round(v)) for v in expected)
+
+
+def test_sample_training_points_count_has_mean_7_and_is_empty_one_time_in_8(color):
+    rng = np.random.default_rng(0)
+    draws = 4000
+
+    samples = [H.sample_training_points(color, rng) for _ in range(draws)]
+
+    counts = np.array([len(s) for s in samples])
+    # Geometric(1/8) - 1: mean 7 (std 7.5, so the standard error is 0.12), P(0) = 1/8 (s.e. 0.005).
+    assert abs(counts.mean() - 7) < 0.5
+    assert abs(np.mean(counts == 0) - 1 / 8) < 0.025
+    points = [p for s in samples for p in s]
+    lo, hi = H.POINT_SIZE_RANGE
+    assert {p.size for p in points} == set(range(lo, hi + 1))
+    assert all(0 <= p.row < SIZE and 0 <= p.col < SIZE for p in points)
+
+
+@pytest.mark.parametrize("kind", list(HintKind))
+def test_encode_rejects_a_sketch_that_is_not_128px(kind, color):
+    with pytest.raises(ValueError, match="128x128"):
+        H.encode(kind, np.zeros((64, 64), np.uint8), color=color)
+
+
+@pytest.mark.parametrize("kind", [HintKind.BLUR, HintKind.PATCHES20])
+@pytest.mark.parametrize("bad_color", [None, np.zeros((64, 64, 3), np.uint8), np.zeros((128, 128), np.uint8)])
+def test_encode_rejects_a_missing_or_misshapen_colour_image_for_dense_hints(kind, bad_color, sketch):
+    with pytest.raises(ValueError, match="RGB colour image"):
+        H.encode(kind, sketch, color=bad_color)
+
+
+@pytest.mark.parametrize("kind", [HintKind.NONE, HintKind.BLUR, HintKind.PATCHES20])
+def test_encode_rejects_point_hints_for_kinds_that_take_none(kind, sketch, color):
+    with pytest.raises(ValueError, match="takes no point hints"):
+        H.encode(kind, sketch, color=color, points=[PointHint(10, 10, (1, 2, 3))])
+
+
+def test_to_unit_and_from_unit_round_trip_every_uint8_value_exactly():
+    values = np.arange(256, dtype=np.uint8)
+
+    x = H.to_unit(values)
+
+    assert x.dtype == np.float32
+    assert x[0] == -1.0 and x[-1] == 1.0
+    assert np.all(np.diff(x) > 0)
+    assert np.array_equal(H.from_unit(x), values)
+
+
+def test_from_unit_clips_values_outside_the_unit_range():
+    assert np.array_equal(H.from_unit(np.array([-1.7, -1.0, 1.0, 1.3])), np.array([0, 0, 255, 255], np.uint8))
