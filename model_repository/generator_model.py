@@ -7,6 +7,7 @@ error response and the rest of the batch is still served.
 """
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,9 @@ class TritonPythonModel:
             self.device = torch.device(f"cuda:{args['model_instance_device_id']}")
         else:
             self.device = torch.device("cpu")
+        threads = int(os.environ.get("SKETCH2COLOR_TORCH_THREADS", "0"))
+        if threads:  # one instance per model: cap each, or five models oversubscribe the cores
+            torch.set_num_threads(threads)
         weights = Path(args["model_repository"]) / args["model_version"] / "generator.pt2"
         # Weights are stored in float16; compute in float32 (CPU kernels for half are slow).
         self.generator = torch.export.load(str(weights)).module().float().to(self.device)
