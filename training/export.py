@@ -91,7 +91,8 @@ def export(checkpoint: Path | str, repository: Path | str = "model_repository", 
         sha256=sha,
     )
     trained = {k: ckpt["config"][k] for k in ("data", "width", "batch_size", "seed")}
-    trained.update(epochs=round(ckpt["epoch"], 2), steps=ckpt["step"])
+    trained.update(epochs=round(ckpt["epoch"], 2), steps=ckpt["step"],
+                   wall_time_min=round(ckpt["history"].get("wall_time_s", 0.0) / 60, 1))  # fmt: skip
     (model_dir / "config.pbtxt").write_text(triton_config(info, trained))
     return info
 
