@@ -1,9 +1,9 @@
 """Command line for the gateway: ``sketch2color colorize sketch.png -o out.png --hint 40,60,#ff8800``.
 
-    sketch2color variants                                  # what the server holds
-    sketch2color colorize sketch.png -o out.png            # one sketch
-    sketch2color colorize sketches/ -o coloured/           # a folder in, a folder out
-    sketch2color colorize s.png -o o.png --variant pix2pix_blur --color-hint rough.png
+sketch2color variants                                  # what the server holds
+sketch2color colorize sketch.png -o out.png            # one sketch
+sketch2color colorize sketches/ -o coloured/           # a folder in, a folder out
+sketch2color colorize s.png -o o.png --variant pix2pix_blur --color-hint rough.png
 """
 
 from __future__ import annotations

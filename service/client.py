@@ -1,8 +1,8 @@
 """A small Python client for the sketch2color gateway.
 
-    from service.client import ColorizerClient, hint
-    with ColorizerClient("127.0.0.1:50051") as client:
-        png = client.colorize(open("sketch.png", "rb").read(), hints=[hint(40, 60, "#ff8800")])
+from service.client import ColorizerClient, hint
+with ColorizerClient("127.0.0.1:50051") as client:
+    png = client.colorize(open("sketch.png", "rb").read(), hints=[hint(40, 60, "#ff8800")])
 """
 
 from __future__ import annotations

@@ -172,8 +172,14 @@ class Colorizer(pb_grpc.ColorizerServicer):
             await self.refresh()
         return pb.ListVariantsResponse(
             variants=[
-                pb.Variant(name=v.name, description=v.description, accepted_hints=HINT_KINDS[v.hint],
-                           input_size=H.MODEL_SIZE, version=v.version, ready=v.ready)  # fmt: skip
+                pb.Variant(
+                    name=v.name,
+                    description=v.description,
+                    accepted_hints=HINT_KINDS[v.hint],
+                    input_size=H.MODEL_SIZE,
+                    version=v.version,
+                    ready=v.ready,
+                )  # fmt: skip
                 for v in sorted(self.variants.values(), key=lambda v: v.name)
             ],
             default_variant=self.config.default_variant,
@@ -268,7 +274,9 @@ class Colorizer(pb_grpc.ColorizerServicer):
             raise RequestError(grpc.StatusCode.NOT_FOUND, f"unknown variant {name!r}; available: {known}")
         accepted = HINT_KINDS[variant.hint]
         if request.hints and pb.HINT_KIND_POINTS not in accepted:
-            raise invalid(f"variant {name!r} takes no point hints ({_accepts(variant)}); use one that does, e.g. 'guided'")
+            raise invalid(
+                f"variant {name!r} takes no point hints ({_accepts(variant)}); use one that does, e.g. 'guided'"
+            )
         if request.color_hint and pb.HINT_KIND_COLOR_IMAGE not in accepted:
             raise invalid(f"variant {name!r} takes no colour-hint image ({_accepts(variant)})")
         if variant.hint.needs_color_image and not request.color_hint:

@@ -74,9 +74,23 @@ def start_stack(repository: Path, log_dir: Path) -> Stack:
         raise
     port, metrics_port = triton_local.free_port(), triton_local.free_port()
     gateway = subprocess.Popen(
-        [sys.executable, "-m", "service.gateway", "--triton-url", ports.grpc_url, "--port", str(port),
-         "--metrics-port", str(metrics_port), "--health-interval-s", "0.3", "--max-message-mb", "8",
-         "--max-pixels", "25000000"],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "service.gateway",
+            "--triton-url",
+            ports.grpc_url,
+            "--port",
+            str(port),
+            "--metrics-port",
+            str(metrics_port),
+            "--health-interval-s",
+            "0.3",
+            "--max-message-mb",
+            "8",
+            "--max-pixels",
+            "25000000",
+        ],  # fmt: skip
         cwd=ROOT,
         stdout=open(log_dir / "gateway.log", "ab"),
         stderr=subprocess.STDOUT,

@@ -94,8 +94,10 @@ def request_for(name: str, i: int, n_hints: int = 4, **kwargs) -> tuple[pb.Color
     req = pb.ColorizeRequest(
         sketch=png(sketch),
         variant=name,
-        hints=[pb.Hint(pixel=pb.Point(x=p.col, y=p.row), color=pb.Color(r=p.rgb[0], g=p.rgb[1], b=p.rgb[2]),
-                       size=p.size) for p in points],  # fmt: skip
+        hints=[
+            pb.Hint(pixel=pb.Point(x=p.col, y=p.row), color=pb.Color(r=p.rgb[0], g=p.rgb[1], b=p.rgb[2]), size=p.size)
+            for p in points
+        ],  # fmt: skip
         color_hint=png(color) if kind.needs_color_image else b"",
         output_size=pb.OUTPUT_SIZE_MODEL,
         **kwargs,
@@ -235,9 +237,25 @@ def test_cli_colours_a_file_with_a_hint(stack, tmp_path):
     src, out = tmp_path / "s.png", tmp_path / "o.png"
     src.write_bytes(png(sketch))
     run = subprocess.run(
-        [sys.executable, "-m", "service.cli", "--server", stack.address, "colorize", str(src), "-o", str(out),
-         "--hint", "40,60,#ff8800", "--variant", "guided"],  # fmt: skip
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "--server",
+            stack.address,
+            "colorize",
+            str(src),
+            "-o",
+            str(out),
+            "--hint",
+            "40,60,#ff8800",
+            "--variant",
+            "guided",
+        ],  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert run.returncode == 0, run.stderr
     assert decode(out.read_bytes()).shape == (128, 128, 3)
@@ -351,4 +369,3 @@ def test_triton_down_gives_unavailable_and_not_serving_then_recovers_without_a_g
     response = stub.Colorize(request_for("guided", 0)[0], timeout=30)
     assert response.image and stack.gateway.pid == gateway_pid and stack.gateway.poll() is None
     time.sleep(0.1)
-

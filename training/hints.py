@@ -20,7 +20,7 @@ Kinds:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import cv2
 import numpy as np
@@ -41,7 +41,7 @@ SPREAD_SIGMA = 12.0  # px; how far a point hint's colour reaches in the soft-gue
 LINE_THRESHOLD = 128  # sketch pixels darker than this are lines, which bound the fill regions
 
 
-class HintKind(str, Enum):
+class HintKind(StrEnum):
     NONE = "none"
     BLUR = "blur"
     PATCHES20 = "patches20"

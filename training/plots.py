@@ -71,7 +71,8 @@ def save_sample_grid(generator, dataset, variant, cfg, device, path: Path, n: in
         out = generator(torch.from_numpy(x)[None].to(device)).float().cpu().numpy()[0]
         rows.append(
             np.concatenate(
-                [H.sketch_rgb(sketch), hint_preview(variant.hint, x), H.from_unit(out).transpose(1, 2, 0), color], axis=1
+                [H.sketch_rgb(sketch), hint_preview(variant.hint, x), H.from_unit(out).transpose(1, 2, 0), color],
+                axis=1,
             )
         )
     generator.train(was_training)

@@ -265,7 +265,9 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict:
             now = time.perf_counter()
             if now - last_time > 2 or step == total_steps:
                 img_s = (step - last_step) * cfg.batch_size * world / (now - last_time)
-                bar.set_postfix({k.removeprefix("loss_"): f"{v:.3f}" for k, v in losses.items()} | {"img/s": f"{img_s:.0f}"})
+                bar.set_postfix(
+                    {k.removeprefix("loss_"): f"{v:.3f}" for k, v in losses.items()} | {"img/s": f"{img_s:.0f}"}
+                )
                 last_time, last_step = now, step
             bar.update(1)
 
@@ -274,15 +276,21 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict:
             metrics = evaluate(_unwrap(generator), validation_batches(val_set, variant, cfg), device)
             metrics.update(epoch=step / steps_per_epoch, step=step)
             history.val.append(metrics)
-            bar.write(f"epoch {metrics['epoch']:.2f}: val L1 {metrics['val_l1']:.4f}  PSNR {metrics['val_psnr']:.2f} dB")
+            bar.write(
+                f"epoch {metrics['epoch']:.2f}: val L1 {metrics['val_l1']:.4f}  PSNR {metrics['val_psnr']:.2f} dB"
+            )
             plot_history(history, out / "loss_curves.png", title=cfg.variant)
             n_epoch = math.ceil(step / steps_per_epoch)
             if n_epoch % cfg.sample_every == 0 or step == total_steps:
-                save_sample_grid(_unwrap(generator), val_set, variant, cfg, device, out / "samples" / f"epoch_{n_epoch:03d}.png")
+                save_sample_grid(
+                    _unwrap(generator), val_set, variant, cfg, device, out / "samples" / f"epoch_{n_epoch:03d}.png"
+                )
         history.wall_time_s += time.perf_counter() - tick
         tick = time.perf_counter()
         if is_main and (epoch_done or step == total_steps or step % cfg.checkpoint_every == 0):
-            save_checkpoint(ckpt_path, cfg, generator, discriminator, opt_g, opt_d, step, step / steps_per_epoch, history)
+            save_checkpoint(
+                ckpt_path, cfg, generator, discriminator, opt_g, opt_d, step, step / steps_per_epoch, history
+            )
     bar.close()
     if world > 1:
         torch.distributed.destroy_process_group()
