@@ -91,8 +91,9 @@ def export(checkpoint: Path | str, repository: Path | str = "model_repository", 
         sha256=sha,
     )
     trained = {k: ckpt["config"][k] for k in ("data", "width", "batch_size", "seed")}
-    trained.update(epochs=round(ckpt["epoch"], 2), steps=ckpt["step"],
-                   wall_time_min=round(ckpt["history"].get("wall_time_s", 0.0) / 60, 1))  # fmt: skip
+    trained.update(epochs=round(ckpt["epoch"], 2), steps=ckpt["step"])
+    if ckpt["history"].get("wall_time_s"):  # runs from before it was recorded have none
+        trained["wall_time_min"] = round(ckpt["history"]["wall_time_s"] / 60, 1)
     (model_dir / "config.pbtxt").write_text(triton_config(info, trained))
     return info
 
