@@ -73,6 +73,8 @@ def export(checkpoint: Path | str, repository: Path | str = "model_repository", 
     example = torch.zeros(2, hint.channels, MODEL_SIZE, MODEL_SIZE, dtype=torch.float16)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     program = torch.export.export(generator, (example,), dynamic_shapes=({0: batch},))
+    for node in program.graph.nodes:  # source paths of the exporting machine: not for shipping
+        node.meta.pop("stack_trace", None)
     weights = version_dir / WEIGHTS_FILE
     torch.export.save(program, str(weights))
     sha = hashlib.sha256(weights.read_bytes()).hexdigest()
