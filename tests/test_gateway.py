@@ -170,16 +170,26 @@ def test_colorize_returns_the_sketch_resolution_with_its_lines_by_default(stub, 
     rough = np.zeros((150, 260, 3), np.uint8) + np.array([200, 80, 40], np.uint8)
     kind = VARIANTS[name]
     req = pb.ColorizeRequest(
-        sketch=png(sketch), variant=name, output_format=pb.IMAGE_FORMAT_WEBP,
+        sketch=png(sketch), variant=name, output_format=pb.IMAGE_FORMAT_PNG,
         hints=[pb.Hint(normalized=pb.Point(x=0.5, y=0.5), color=pb.Color(r=200, g=80, b=40))]
         if kind is H.HintKind.POINTS else [],
         color_hint=png(rough) if kind.needs_color_image else b"",
     )  # fmt: skip
     response = stub.Colorize(req, timeout=30)
-    assert response.mime_type == "image/webp" and (response.width, response.height) == (260, 150)
+    assert response.mime_type == "image/png" and (response.width, response.height) == (260, 150)
     out = decode(response.image)
     assert out.shape == (150, 260, 3)
-    assert out[40:45, 60:200].max() < 40, "the sketch's lines are re-applied at full resolution"
+    assert out[40:45, 60:200].max() == 0, "the sketch's black lines are re-applied at full resolution"
+    assert out[60:90, 80:180].mean() > 40, "inside the outline there is colour, not the line's black"
+
+
+@pytest.mark.parametrize("fmt, mime", [(pb.IMAGE_FORMAT_JPEG, "image/jpeg"), (pb.IMAGE_FORMAT_WEBP, "image/webp")])
+def test_colorize_encodes_the_requested_output_format(stub, fmt, mime):
+    response = stub.Colorize(
+        pb.ColorizeRequest(sketch=png(PAIRS[2][0]), variant="unet_l1", output_format=fmt), timeout=30
+    )
+    assert response.mime_type == mime
+    assert decode(response.image).shape == (128, 128, 3)
 
 
 def test_a_hint_pulls_the_colour_toward_it_where_it_is_placed(stub):
