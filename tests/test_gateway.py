@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from PIL import Image
 from tritonclient.grpc import model_config_pb2
+from tritonclient.utils import InferenceServerException
 
 from service.api import SERVICE_NAME, pb, pb_grpc
 from service.gateway import encode_request
@@ -229,6 +230,28 @@ def test_concurrent_requests_are_batched_by_triton_and_each_gets_its_own_result(
     for (_, encoded), response in zip(jobs, responses):
         diff = np.abs(decode(response.image).astype(int) - expected_output(generators[name], encoded).astype(int))
         assert diff.max() <= 1
+
+
+def test_triton_answers_a_bad_tensor_with_its_own_error_and_serves_the_rest_of_the_batch(stack):
+    client = triton_grpc.InferenceServerClient(stack.ports.grpc_url)
+    good = np.zeros((1, 3, 128, 128), np.float32)
+    bad = np.full((1, 3, 128, 128), np.nan, np.float32)
+
+    def infer(x):
+        tensor = triton_grpc.InferInput("sketch_and_hints", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x)
+        try:
+            return client.infer("unet_l1", [tensor]).as_numpy("color")
+        except InferenceServerException as e:
+            return e
+
+    with ThreadPoolExecutor(8) as pool:  # concurrent, so that good and bad share dynamic batches
+        results = list(pool.map(infer, [bad if i % 2 else good for i in range(8)]))
+    for i, r in enumerate(results):
+        if i % 2:
+            assert isinstance(r, InferenceServerException) and "NaN" in r.message()
+        else:
+            assert isinstance(r, np.ndarray) and r.shape == (1, 3, 128, 128)
 
 
 def test_colorize_stream_returns_every_item_and_reports_a_bad_one_in_place(stub):
