@@ -13,8 +13,8 @@ Kinds:
   describes, plus a fill (3) and its mask (1) = 11 channels. The fill is what a person with a
   paint bucket would do with the hints: each region enclosed by lines that holds a hint takes its
   colour; elsewhere a Gaussian-weighted average of the hint colours stands in. It turns a handful
-  of dots into a dense colour guess, the way the ``blur`` hint is dense, which is what lets a
-  small network use sparse hints after an hour of CPU training.
+  of dots into a dense colour guess, the way the ``blur`` hint is dense, so that a small network
+  learns to use sparse hints within an hour of CPU training.
 """
 
 from __future__ import annotations
