@@ -45,12 +45,13 @@ from pathlib import Path
 import grpc
 import numpy as np
 import psutil
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 from tritonclient.grpc import service_pb2
 
-from service import triton_local
 from service.api import SERVICE_NAME, pb
+from service.client import grid_hints
+from service.gateway import HINT_KINDS
+from service.triton_local import Stack, serving_stack
 from training import hints as H
 from training.data import load_split, openmoji_cache, synthetic_pairs
 
@@ -134,14 +135,6 @@ def make_samples(source: str, n: int, seed: int = 0) -> list[Sample]:
     ]
 
 
-def hint_messages(points: tuple[H.PointHint, ...] | list[H.PointHint]) -> list:
-    """Model-grid point hints as API hints on a 128x128 sketch (pixel x = column, y = row)."""
-    return [
-        pb.Hint(pixel=pb.Point(x=p.col, y=p.row), color=pb.Color(r=p.rgb[0], g=p.rgb[1], b=p.rgb[2]), size=p.size)
-        for p in points
-    ]
-
-
 def colorize_request(
     sample: Sample,
     variant: str,
@@ -155,119 +148,16 @@ def colorize_request(
     """
     request = pb.ColorizeRequest(sketch=sample.sketch_png, variant=variant, **fields)
     if pb.HINT_KIND_POINTS in accepted_hints:
-        request.hints.extend(hint_messages(sample.points if points is None else points))
+        request.hints.extend(grid_hints(sample.points if points is None else points))
     if pb.HINT_KIND_COLOR_IMAGE in accepted_hints:
         request.color_hint = sample.color_png
     return request
-
-
-def accepted_hints(kind: H.HintKind) -> list[int]:
-    """The API's HintKinds for a hint encoding."""
-    if kind is H.HintKind.POINTS:
-        return [pb.HINT_KIND_POINTS]
-    return [pb.HINT_KIND_COLOR_IMAGE] if kind.needs_color_image else []
 
 
 def encode_sample(sample: Sample, kind: H.HintKind) -> np.ndarray:
     """The generator input for a sample, as the gateway would build it: (C, 128, 128) float32."""
     points = sample.points if kind is H.HintKind.POINTS else ()
     return H.encode(kind, sample.sketch, color=sample.color, points=points)
-
-
-# ---------------------------------------------------------------------------------- the stack
-
-
-@dataclass(frozen=True)
-class Stack:
-    triton: subprocess.Popen
-    triton_ports: triton_local.TritonPorts
-    gateway: subprocess.Popen
-    gateway_address: str
-    log_dir: Path
-
-
-def log_tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def wait_serving(address: str, proc: subprocess.Popen, timeout: float) -> None:
-    """Block until the gateway's health check says SERVING; raise if it exits or times out."""
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the gateway exited with code {proc.returncode} before it was serving")
-            try:
-                status = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1).status
-                if status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.25)
-    raise TimeoutError(f"the gateway on {address} was not serving within {timeout:.0f} s")
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    """SIGTERM (the gateway drains), then SIGKILL if it lingers."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@contextmanager
-def environment(name: str, value: str | None) -> Iterator[None]:
-    """os.environ[name] = value (None: leave it) inside the block; what subprocesses started there inherit."""
-    before = os.environ.get(name)
-    if value is not None:
-        os.environ[name] = value
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
-
-
-@contextmanager
-def serving_stack(repository: Path, log_dir: Path, threads: int = 0, timeout: float = 300.0) -> Iterator[Stack]:
-    """Triton on `repository` and a gateway in front of it, on free local ports, until the block ends.
-
-    threads: torch's intra-op threads in Triton's backend stubs (OMP_NUM_THREADS); 0 = torch's default.
-    """
-    log_dir.mkdir(parents=True, exist_ok=True)
-    triton_log, gateway_log = log_dir / "triton.log", log_dir / "gateway.log"
-    with environment("OMP_NUM_THREADS", str(threads) if threads else None):
-        triton, ports = triton_local.start_triton(repository, log_path=triton_log)
-    try:
-        port, metrics_port = triton_local.free_port(), triton_local.free_port()
-        address = f"127.0.0.1:{port}"
-        cmd = [sys.executable, "-m", "service.gateway", "--triton-url", ports.grpc_url, "--port", str(port)]
-        cmd += ["--metrics-port", str(metrics_port), "--log-level", "WARNING"]
-        with open(gateway_log, "ab") as out:
-            gateway = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            try:
-                triton_local.wait_ready(ports, triton, timeout)
-            except (RuntimeError, TimeoutError) as e:
-                raise RuntimeError(f"{e}\n--- {triton_log}:\n{log_tail(triton_log)}") from None
-            try:
-                wait_serving(address, gateway, timeout)
-            except (RuntimeError, TimeoutError) as e:
-                raise RuntimeError(f"{e}\n--- {gateway_log}:\n{log_tail(gateway_log)}") from None
-            yield Stack(triton, ports, gateway, address, log_dir)
-        finally:
-            stop_process(gateway)
-    finally:
-        triton_local.stop_triton(triton)
 
 
 # ---------------------------------------------------------------------------------- measuring
@@ -461,8 +351,8 @@ async def measure_servers(
     """Direct Triton, then the gateway, at each concurrency."""
     kind = H.HintKind(model["hint_encoding"])
     async with (
-        grpc.aio.insecure_channel(stack.triton_ports.grpc_url, options=CHANNEL_OPTIONS) as triton_channel,
-        grpc.aio.insecure_channel(stack.gateway_address, options=CHANNEL_OPTIONS) as gateway_channel,
+        grpc.aio.insecure_channel(stack.ports.grpc_url, options=CHANNEL_OPTIONS) as triton_channel,
+        grpc.aio.insecure_channel(stack.address, options=CHANNEL_OPTIONS) as gateway_channel,
     ):
         statistics = triton_rpc(triton_channel, "ModelStatistics", service_pb2.ModelStatisticsResponse)
 
@@ -486,7 +376,7 @@ async def measure_servers(
             np.frombuffer(response.raw_output_contents[0], np.float32)  # what a client would read
 
         # Gateway: Colorize requests with PNG bytes, serialised once.
-        hints = accepted_hints(kind)
+        hints = HINT_KINDS[kind]
         gateway_requests = [
             colorize_request(s, cfg.variant, hints, output_size=pb.OUTPUT_SIZE_MODEL).SerializeToString()
             for s in samples
@@ -966,8 +856,8 @@ def run(cfg: LatencyConfig, argv: list[str] | None = None) -> LatencyResults:
     samples = make_samples(cfg.sketches, cfg.samples, cfg.seed)
     profile_raw = cfg.out / "gateway_profile.txt"
     profile_raw.unlink(missing_ok=True)
-    with serving_stack(cfg.repository, cfg.log_dir, cfg.threads) as stack:
-        model = asyncio.run(model_info(stack.triton_ports.grpc_url, cfg.variant))
+    with serving_stack(cfg.repository, cfg.log_dir, cfg.threads, gateway_args=("--log-level", "WARNING")) as stack:
+        model = asyncio.run(model_info(stack.ports.grpc_url, cfg.variant))
         # Triton and the gateway are idle now: the in-process forward has the cores to itself
         # (apart from whatever else runs on the machine).
         inputs = np.stack([encode_sample(s, H.HintKind(model["hint_encoding"])) for s in samples])

@@ -288,17 +288,14 @@ class Gateway:
                 raise SystemExit(f"the gateway says {name!r} accepts {listed[name]}, config.pbtxt says {kind.value}")
 
     def request(self, variant: str, setting: HintSetting, example: Example):
+        from service.client import grid_hints
+
         pb = self.pb
         color = example.color_hint(setting)
         return pb.ColorizeRequest(
             sketch=png_bytes(example.sketch),
             variant=variant,
-            hints=[
-                pb.Hint(
-                    pixel=pb.Point(x=p.col, y=p.row), color=pb.Color(r=p.rgb[0], g=p.rgb[1], b=p.rgb[2]), size=p.size
-                )
-                for p in example.points(setting)
-            ],
+            hints=grid_hints(example.points(setting)),
             color_hint=png_bytes(color) if color is not None else b"",
             output_format=pb.IMAGE_FORMAT_PNG,
             output_size=pb.OUTPUT_SIZE_MODEL,

@@ -39,6 +39,12 @@ def hint(x: float, y: float, color: str | tuple[int, int, int], size: int = 0, n
     return pb.Hint(normalized=point, color=c, size=size) if normalized else pb.Hint(pixel=point, color=c, size=size)
 
 
+def grid_hints(points) -> list[pb.Hint]:
+    """Hints on the 128-px model grid (`training.hints.PointHint`: row, col, rgb, size) as pixel
+    hints on a 128x128 sketch, where the gateway maps pixel (x, y) back to (row=y, col=x)."""
+    return [hint(p.col, p.row, p.rgb, p.size) for p in points]
+
+
 def parse_hint(text: str) -> pb.Hint:
     """CLI form 'x,y,#rrggbb[,size]'; x and y with a trailing % are normalised (e.g. '50%,25%,#f00')."""
     parts = text.split(",")

@@ -47,8 +47,9 @@ def main(argv: list[str] | None = None) -> None:
     if not args.triton_url:
         ports = triton_local.TritonPorts(args.triton_http_port, args.triton_grpc_port, args.triton_metrics_port)
         log.info("starting Triton on %s (gRPC :%d, log %s)", args.repository, ports.grpc, args.triton_log)
-        os.environ["SKETCH2COLOR_TORCH_THREADS"] = str(args.torch_threads)  # read by generator_model.py
-        proc, ports = triton_local.start_triton(args.repository, ports, log_path=args.triton_log)
+        proc, ports = triton_local.start_triton(
+            args.repository, ports, log_path=args.triton_log, torch_threads=args.torch_threads
+        )
         try:
             triton_local.wait_ready(ports, proc, timeout=300)
         except (RuntimeError, TimeoutError) as e:

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import sysconfig
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,8 +63,10 @@ def prepare_backend() -> Path:
     return home / "backends"
 
 
-def triton_env() -> dict[str, str]:
+def triton_env(torch_threads: int = 0) -> dict[str, str]:
     env = dict(os.environ)
+    if torch_threads:  # read by model_repository/generator_model.py
+        env["SKETCH2COLOR_TORCH_THREADS"] = str(torch_threads)
     venv_bin = str(Path(sys.executable).parent)
     env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
     libs = [str(Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"), sysconfig.get_config_var("LIBDIR")]
@@ -74,8 +79,12 @@ def start_triton(
     ports: TritonPorts | None = None,
     log_path: Path | str | None = None,
     extra_args: tuple[str, ...] = (),
+    torch_threads: int = 0,
 ) -> tuple[subprocess.Popen, TritonPorts]:
-    """Start tritonserver in the background; returns the process and its ports (not yet ready)."""
+    """Start tritonserver in the background; returns the process and its ports (not yet ready).
+
+    torch_threads: torch's threads in each model's backend process (0 = torch's default).
+    """
     ports = ports or free_ports()
     backends = prepare_backend()
     cmd = [
@@ -91,7 +100,9 @@ def start_triton(
         *extra_args,
     ]
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen(cmd, env=triton_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=triton_env(torch_threads), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
     return proc, ports
 
 
@@ -120,3 +131,108 @@ def stop_triton(proc: subprocess.Popen, timeout: float = 30.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# ---------------------------------------------------------------------------------- Triton + gateway
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Stack:
+    """Triton and a gateway process in front of it, on free local ports (tests and benchmarks)."""
+
+    triton: subprocess.Popen
+    ports: TritonPorts
+    gateway: subprocess.Popen
+    address: str
+    metrics_port: int
+    repository: Path
+    triton_log: Path
+    torch_threads: int = 0
+
+    def restart_triton(self, timeout: float = 180.0) -> None:
+        """Start Triton again on the same ports (after `stop_triton(stack.triton)`)."""
+        self.triton, _ = start_triton(self.repository, self.ports, self.triton_log, torch_threads=self.torch_threads)
+        wait_ready(self.ports, self.triton, timeout)
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def wait_serving(address: str, proc: subprocess.Popen, timeout: float) -> None:
+    """Block until the gateway's health check says SERVING; raise if it exits or times out."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the gateway exited with code {proc.returncode} before it was serving")
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    raise TimeoutError(f"the gateway on {address} was not serving within {timeout:.0f} s")
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 30.0) -> int:
+    """SIGTERM (the gateway drains), then SIGKILL if it lingers; returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+@contextmanager
+def serving_stack(
+    repository: Path | str,
+    log_dir: Path,
+    torch_threads: int = 0,
+    gateway_args: tuple[str, ...] = (),
+    timeout: float = 300.0,
+) -> Iterator[Stack]:
+    """Triton on `repository` and `python -m service.gateway` in front of it, until the block ends.
+
+    Logs go to log_dir/{triton,gateway}.log; their tails are in the error if either fails to start.
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    triton_log, gateway_log = log_dir / "triton.log", log_dir / "gateway.log"
+    triton, ports = start_triton(repository, log_path=triton_log, torch_threads=torch_threads)
+    stack = None
+    try:
+        port, metrics_port = free_port(), free_port()
+        cmd = [sys.executable, "-m", "service.gateway", "--triton-url", ports.grpc_url, "--port", str(port),
+               "--metrics-port", str(metrics_port), *gateway_args]  # fmt: skip
+        with open(gateway_log, "ab") as out:
+            gateway = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        stack = Stack(triton, ports, gateway, f"127.0.0.1:{port}", metrics_port, Path(repository), triton_log,
+                      torch_threads)  # fmt: skip
+        try:
+            try:
+                wait_ready(ports, triton, timeout)
+            except (RuntimeError, TimeoutError) as e:
+                raise RuntimeError(f"{e}\n--- {triton_log}:\n{log_tail(triton_log)}") from None
+            try:
+                wait_serving(stack.address, gateway, timeout)
+            except (RuntimeError, TimeoutError) as e:
+                raise RuntimeError(f"{e}\n--- {gateway_log}:\n{log_tail(gateway_log)}") from None
+            yield stack
+        finally:
+            stop_process(gateway)
+    finally:
+        stop_triton(stack.triton if stack else triton)  # restart_triton may have replaced it

@@ -18,6 +18,7 @@ import pytest
 
 from benchmarks import latency as L
 from benchmarks import train_throughput as T
+from service.triton_local import serving_stack
 
 VARIANTS = ("guided", "unet_l1")  # point hints, and the sketch alone
 
@@ -124,7 +125,7 @@ def test_latency_quick_writes_report_and_plots_with_sane_numbers(tiny_repository
 def test_locustfile_runs_headless_against_the_gateway_without_failures(
     tiny_repository: Path, tmp_path: Path, repo_root: Path
 ):
-    with L.serving_stack(tiny_repository, tmp_path / "logs", threads=1) as stack:
+    with serving_stack(tiny_repository, tmp_path / "logs", torch_threads=1) as stack:
         cmd = [
             sys.executable,
             "-m",
@@ -133,7 +134,7 @@ def test_locustfile_runs_headless_against_the_gateway_without_failures(
             "benchmarks/locustfile.py",
             "--headless",
             "--host",
-            stack.gateway_address,
+            stack.address,
             "-u",
             "2",
             "-r",

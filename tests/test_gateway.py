@@ -27,11 +27,12 @@ from tritonclient.utils import InferenceServerException
 from service.api import SERVICE_NAME, pb, pb_grpc
 from service.gateway import encode_request
 from service.imaging import Limits
+from service.triton_local import serving_stack
 from training import hints as H
 from training.data import synthetic_pairs
 from training.export import WEIGHTS_FILE, load_exported
 
-from .integration import REPOSITORY, ROOT, health_status, start_stack, wait_for_health
+from .integration import GATEWAY_ARGS, REPOSITORY, ROOT, health_status, wait_for_health
 
 pytestmark = pytest.mark.integration
 
@@ -71,9 +72,9 @@ def png_header_only(width: int, height: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    s = start_stack(REPOSITORY, tmp_path_factory.mktemp("stack"))
-    yield s
-    assert s.stop() == 0, "the gateway should drain and exit 0 on SIGTERM"
+    with serving_stack(REPOSITORY, tmp_path_factory.mktemp("stack"), gateway_args=GATEWAY_ARGS) as s:
+        yield s
+    assert s.gateway.returncode == 0, "the gateway should drain and exit 0 on SIGTERM"
 
 
 @pytest.fixture(scope="module")

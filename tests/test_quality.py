@@ -307,15 +307,14 @@ def test_the_cli_writes_a_report_plots_and_sane_metrics_for_every_variant_and_ba
 @pytest.mark.integration
 @pytest.mark.skipif(not (ROOT / "service" / "gateway.py").exists(), reason="service/gateway.py is not written yet")
 def test_the_gateway_returns_the_in_process_images_for_every_variant_and_hint_setting(tiny_repository, tmp_path):
-    from .integration import start_stack
+    from service.triton_local import serving_stack
 
     variants = Q.discover_variants(tiny_repository)
     rows = [r for r in Q.plan_rows(variants, counts=(0, 5)) if not r.is_baseline]
     pairs = load_split("synthetic", "test")
     examples = [Q.Example(i, *pairs[i]) for i in range(3)]
     local = Q.InProcess(tiny_repository)
-    stack = start_stack(tiny_repository, tmp_path)
-    try:
+    with serving_stack(tiny_repository, tmp_path) as stack:
         gateway = Q.Gateway(stack.address)
         gateway.check(variants)
         for row in rows:
@@ -323,5 +322,4 @@ def test_the_gateway_returns_the_in_process_images_for_every_variant_and_hint_se
             here = local.colorize(row.method, row.setting, examples).astype(int)
             assert np.abs(served - here).max() <= 1, row.key  # the contract: equal up to uint8 rounding
         gateway.close()
-    finally:
-        assert stack.stop() == 0
+    assert stack.gateway.returncode == 0
