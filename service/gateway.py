@@ -249,9 +249,9 @@ class Colorizer(pb_grpc.ColorizerServicer):
         encoded, frame, sketch = await loop.run_in_executor(self.pool, self.prepare, request, variant)
         self.metrics.image_pixels.observe(frame.width * frame.height)
         t1 = time.perf_counter()
-        color = await self.infer(variant, encoded, None if time_remaining is None else time_remaining - (t1 - t0))
+        output = await self.infer(variant, encoded, None if time_remaining is None else time_remaining - (t1 - t0))
         t2 = time.perf_counter()
-        image, mime, width, height = await loop.run_in_executor(self.pool, self.finish, request, color, frame, sketch)
+        image, mime, width, height = await loop.run_in_executor(self.pool, self.finish, request, output, frame, sketch)
         t3 = time.perf_counter()
         self.metrics.stage.labels("triton", variant.name).observe(t2 - t1)
         self.metrics.stage.labels("gateway", variant.name).observe((t1 - t0) + (t3 - t2))
@@ -287,7 +287,7 @@ class Colorizer(pb_grpc.ColorizerServicer):
         return encode_request(request, variant.hint, self.limits)
 
     async def infer(self, variant: VariantInfo, encoded: np.ndarray, time_remaining: float | None) -> np.ndarray:
-        """One request to Triton, with the caller's remaining deadline: -> (128, 128, 3) uint8."""
+        """One request to Triton, with the caller's remaining deadline: -> (3, 128, 128) in [-1, 1]."""
         if time_remaining is not None and time_remaining <= 0:
             raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before inference")
         tensor = InferInput(variant.input_name, [1, *encoded.shape], "FP32")
@@ -299,10 +299,11 @@ class Colorizer(pb_grpc.ColorizerServicer):
             )  # fmt: skip
         except InferenceServerException as e:
             raise _triton_error(e, variant.name) from None
-        return H.from_unit(result.as_numpy(variant.output_name)[0]).transpose(1, 2, 0)
+        return result.as_numpy(variant.output_name)[0]
 
-    def finish(self, request, color: np.ndarray, frame: Frame, sketch: np.ndarray) -> tuple[bytes, str, int, int]:
+    def finish(self, request, output: np.ndarray, frame: Frame, sketch: np.ndarray) -> tuple[bytes, str, int, int]:
         """Model output -> encoded image, at model size or at the sketch's own with crisp lines."""
+        color = H.from_unit(output).transpose(1, 2, 0)  # (128, 128, 3) uint8
         if request.output_size == pb.OUTPUT_SIZE_MODEL:
             out = color
         else:
