@@ -140,12 +140,13 @@ def two_rooms() -> np.ndarray:
 
 
 def rooms(sketch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(left room, right room, outside) masks of `two_rooms`: the regions its lines enclose."""
+    """(left room, right room, outside) masks of `two_rooms`: the regions its lines enclose, less the
+    pixel next to each line (lines are thickened by one pixel before the fill looks for regions)."""
     left, right = np.zeros((SIZE, SIZE), bool), np.zeros((SIZE, SIZE), bool)
-    left[33:95, 33:64] = True
-    right[33:95, 65:95] = True
+    left[34:94, 34:63] = True
+    right[34:94, 66:94] = True
     outside = np.ones((SIZE, SIZE), bool)
-    outside[32:96, 32:96] = False
+    outside[31:97, 31:97] = False
     assert np.all(sketch[left | right | outside] == 255)
     return left, right, outside
 
@@ -181,22 +182,41 @@ def test_a_hint_centred_on_a_line_fills_no_region(two_rooms):
     assert np.all(x[6][58:63, 62:67] == 1.0)  # it is still shown as a hint
 
 
-def test_fill_outside_hinted_regions_is_the_soft_guess_of_a_single_hint_colour(two_rooms):
+def test_fill_outside_hinted_regions_is_the_colour_of_the_only_hint(two_rooms):
     rgb = (200, 30, 90)
     x = H.encode(HintKind.POINTS, two_rooms, points=[PointHint(64, 48, rgb, 5)])
     fill, filled = x[7:10], x[10]
     _, right, outside = rooms(two_rooms)
 
-    rows, cols = np.mgrid[:SIZE, :SIZE]
-    near = np.hypot(rows - 64, cols - 48) <= 3 * H.SPREAD_SIGMA
-    soft = (right | outside) & near
-    assert (soft & outside).any() and (soft & right).any()  # the guess reaches past the walls
-    assert np.all(filled[soft] == 0.0)
-    assert np.allclose(fill[:, soft], unit(rgb)[:, None], atol=1e-5)
-    # Wherever the guess reaches, it is the one hint's colour; past its reach it is zero.
-    reached = np.any(fill != 0, axis=0)
-    assert np.allclose(fill[:, reached], unit(rgb)[:, None], atol=1e-5)
-    assert not reached[:, -8:].any()
+    assert np.all(filled[right | outside] == 0.0)
+    assert np.array_equal(fill, np.broadcast_to(unit(rgb)[:, None, None], fill.shape))
+
+
+def test_a_gap_of_two_pixels_in_a_line_does_not_let_the_fill_leak_out(two_rooms):
+    leaky = two_rooms.copy()
+    leaky[60:62, 32] = 255  # a 2-px gap in the left wall
+    x = H.encode(HintKind.POINTS, leaky, points=[PointHint(64, 48, (200, 30, 90), 5)])
+    left, _, outside = rooms(two_rooms)
+
+    assert np.all(x[10][left] == 1.0) and np.all(x[10][outside] == 0.0)
+    wide = two_rooms.copy()
+    wide[55:65, 32] = 255  # a 10-px hole is an opening, not a gap: the colour flows out
+    assert np.all(H.encode(HintKind.POINTS, wide, points=[PointHint(64, 48, (200, 30, 90), 5)])[10][outside] == 1.0)
+
+
+def test_soft_guess_takes_the_nearest_hint_per_4px_cell_and_the_first_on_a_tie():
+    lines = np.full((SIZE, SIZE), 255, np.uint8)
+    lines[:, 60:68] = 0  # a thick wall: each hint's own side is its region; the wall shows the guess
+    red, blue = (255, 0, 0), (0, 0, 255)
+    x = H.encode(HintKind.POINTS, lines, points=[PointHint(10, 10, red), PointHint(10, 118, blue)])
+    fill, filled = x[7:10], x[10]
+
+    assert np.all(filled[:, :58] == 1.0) and np.all(filled[:, 60:68] == 0.0)
+    # cells centred at columns 62 and 66 are nearer red (col 10) / blue (col 118) respectively
+    assert np.all(fill[:, :, 60:64] == unit(red)[:, None, None])
+    assert np.all(fill[:, :, 64:68] == unit(blue)[:, None, None])
+    tie = H.encode(HintKind.POINTS, lines, points=[PointHint(10, 62 - 20, red), PointHint(10, 62 + 20, blue)])
+    assert np.all(tie[7:10, :, 60:64] == unit(red)[:, None, None])  # equidistant from col 62: the first wins
 
 
 def test_soft_guess_is_closer_to_the_nearer_of_two_hints(two_rooms):
@@ -269,3 +289,24 @@ def test_to_unit_and_from_unit_round_trip_every_uint8_value_exactly():
 
 def test_from_unit_clips_values_outside_the_unit_range():
     assert np.array_equal(H.from_unit(np.array([-1.7, -1.0, 1.0, 1.3])), np.array([0, 0, 255, 255], np.uint8))
+
+
+def test_region_points_land_on_coloured_pixels_away_from_lines_and_take_the_local_colour(two_rooms):
+    target = np.full((SIZE, SIZE, 3), 255, np.uint8)
+    target[33:95, 33:64] = (200, 40, 40)  # only the left room is coloured
+
+    points = H.region_points(target, two_rooms, 200, np.random.default_rng(0))
+
+    assert len(points) == 200
+    for p in points:
+        assert 35 <= p.row <= 92 and 35 <= p.col <= 61  # in the room, >= 2 px from its walls
+        assert p.rgb == H.point_from_target(target, p.row, p.col, p.size).rgb
+
+
+def test_region_points_fall_back_to_uniform_positions_on_a_white_target(two_rooms):
+    white = np.full((SIZE, SIZE, 3), 255, np.uint8)
+
+    points = H.region_points(white, two_rooms, 300, np.random.default_rng(0))
+
+    rows = np.array([p.row for p in points])
+    assert len(points) == 300 and rows.min() < 20 and rows.max() > 108

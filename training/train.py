@@ -1,9 +1,10 @@
 """Train one generator variant: ``python -m training.train --variant guided --epochs 20``.
 
 Every batch is a pure function of (seed, epoch, step): the order of the pairs, the flips and the
-sampled hints. With the model, both optimisers and the step in the checkpoint, a resumed run is
-the same run. ``torchrun --nproc-per-node N -m training.train ...`` trains on N processes
-(DistributedDataParallel; each rank takes every N-th pair of the epoch's order).
+sampled hints, all drawn on the training device (`training.batches`). With the model, both
+optimisers and the step in the checkpoint, a resumed run is the same run.
+``torchrun --nproc-per-node N -m training.train ...`` trains on N processes (DistributedDataParallel;
+each rank takes every N-th batch of the epoch's order, on its own ``cuda:LOCAL_RANK`` with ``--device cuda``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training import hints as H
+from training.batches import Batch, BatchMaker, batch_generator
 from training.data import load_split
 from training.metrics import psnr_uint8
 from training.networks import PatchDiscriminator, StudyDiscriminator, UNet, UNetConfig
@@ -78,31 +80,16 @@ def build_models(cfg: TrainConfig) -> tuple[UNet, nn.Module | None]:
     return generator, None
 
 
-def make_batch(
-    dataset, indices: np.ndarray, variant: Variant, rng: np.random.Generator, flip: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs (B, C, 128, 128), targets (B, 3, 128, 128)), both in [-1, 1]."""
-    inputs, targets = [], []
-    for i in indices:
-        sketch, color = dataset[int(i)]
-        if flip and rng.random() < 0.5:
-            sketch, color = sketch[:, ::-1], color[:, ::-1]
-        color = np.ascontiguousarray(color)
-        points = H.sample_training_points(color, rng) if variant.hint is H.HintKind.POINTS else ()
-        inputs.append(H.encode(variant.hint, np.ascontiguousarray(sketch), color=color, points=points))
-        targets.append(H.to_unit(color).transpose(2, 0, 1))
-    return torch.from_numpy(np.stack(inputs)), torch.from_numpy(np.stack(targets))
-
-
 def validation_batches(dataset, variant: Variant, cfg: TrainConfig, batch_size: int = 32):
-    """The same validation inputs every epoch: fixed pairs and fixed hints (val_hints points)."""
+    """The same validation inputs every epoch: fixed pairs and fixed hints (val_hints points placed
+    the way people place them, on coloured regions)."""
     rng = np.random.default_rng(12345)
     n = min(len(dataset), cfg.max_val)
     for start in range(0, n, batch_size):
         inputs, targets = [], []
         for i in range(start, min(start + batch_size, n)):
             sketch, color = dataset[i]
-            points = H.random_points(color, cfg.val_hints, rng) if variant.hint is H.HintKind.POINTS else ()
+            points = H.region_points(color, sketch, cfg.val_hints, rng) if variant.hint is H.HintKind.POINTS else ()
             inputs.append(H.encode(variant.hint, sketch, color=color, points=points))
             targets.append(color)
         yield torch.from_numpy(np.stack(inputs)), np.stack(targets)
@@ -123,16 +110,16 @@ def evaluate(generator: nn.Module, batches, device: torch.device) -> dict:
     return {"val_l1": float(np.mean(l1s)), "val_psnr": float(np.mean(psnrs))}
 
 
-def save_checkpoint(path: Path, cfg: TrainConfig, generator, discriminator, opt_g, opt_d, step, epoch, history):
+def save_checkpoint(path: Path, cfg: TrainConfig, models: Models, step: int, epoch: float, history: History) -> None:
     """Everything needed to rebuild the generator (export) or continue the run exactly (resume)."""
     ckpt = {
         "config": asdict(cfg),
         "generator_config": asdict(cfg.generator_config()),
         "variant": asdict(VARIANTS[cfg.variant]),
-        "G": _unwrap(generator).state_dict(),
-        "D": _unwrap(discriminator).state_dict() if discriminator is not None else None,
-        "opt_G": opt_g.state_dict(),
-        "opt_D": opt_d.state_dict() if opt_d is not None else None,
+        "G": _unwrap(models.generator).state_dict(),
+        "D": _unwrap(models.discriminator).state_dict() if models.discriminator is not None else None,
+        "opt_G": models.opt_g.state_dict(),
+        "opt_D": models.opt_d.state_dict() if models.opt_d is not None else None,
         "step": step,
         "epoch": epoch,
         "history": asdict(history),
@@ -146,155 +133,227 @@ def _unwrap(module):
     return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
 
 
-def _pick_device(name: str, local_rank: int) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto | cpu | cuda | cuda:N`` -> a device; a CUDA device always gets an index (torch.cuda.set_device
+    needs one), and a bare ``cuda`` under torchrun means each rank's own GPU, ``cuda:LOCAL_RANK``."""
     if name == "auto":
-        name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    return device
+
+
+@dataclass(frozen=True)
+class Process:
+    """Where this process stands: its rank among `world` (torchrun's environment) and its device."""
+
+    world: int
+    rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_process(cfg: TrainConfig) -> Process:
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels once
+    if world > 1:
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    return Process(world, rank, device)
+
+
+@dataclass
+class Models:
+    generator: nn.Module
+    discriminator: nn.Module | None
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer | None
+
+
+def build_training(cfg: TrainConfig, device: torch.device) -> Models:
+    torch.manual_seed(cfg.seed)
+    generator, discriminator = build_models(cfg)
+    # channels_last is what the GPU's tensor cores want; on a CPU it buys nothing.
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    generator.to(device, memory_format=memory_format)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    opt_d = None
+    if discriminator is not None:
+        discriminator.to(device, memory_format=memory_format)
+        opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    return Models(generator, discriminator, opt_g, opt_d)
+
+
+def load_checkpoint(path: Path, cfg: TrainConfig, models: Models, device: torch.device) -> tuple[int, History]:
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    if ckpt["config"]["variant"] != cfg.variant:
+        raise SystemExit(f"{path} holds variant {ckpt['config']['variant']}, not {cfg.variant}")
+    models.generator.load_state_dict(ckpt["G"])
+    models.opt_g.load_state_dict(ckpt["opt_G"])
+    if models.discriminator is not None:
+        models.discriminator.load_state_dict(ckpt["D"])
+        models.opt_d.load_state_dict(ckpt["opt_D"])
+    return ckpt["step"], History(**ckpt["history"])
+
+
+def gan_step(models: Models, variant: Variant, batch: Batch, step: int, use_amp: bool) -> dict[str, float]:
+    """One training step: the discriminator's update (on its iterations), then the generator's."""
+    G, D = models.generator, models.discriminator
+    inputs, targets = batch.inputs, batch.targets  # (B, C, 128, 128), (B, 3, 128, 128) in [-1, 1]
+    device_type = inputs.device.type
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=use_amp):
+        fake = G(inputs)  # (B, 3, 128, 128) in [-1, 1]
+    fake = fake.float()
+    losses = {}
+
+    # Discriminator update: real pairs -> 1, generated pairs -> 0.
+    if D is not None and step % variant.d_every == 0:
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=use_amp):
+            d_real = D(inputs, targets).float()
+            d_fake = D(inputs, fake.detach()).float()
+        loss_D_real = F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+        loss_D_fake = F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+        models.opt_d.zero_grad(set_to_none=True)
+        ((loss_D_real + loss_D_fake) * 0.5).backward()
+        models.opt_d.step()
+        losses.update(loss_D_real=loss_D_real.item(), loss_D_fake=loss_D_fake.item())
+
+    # Generator update: L1 to the target, plus fooling the discriminator for GAN variants.
+    loss_G_L1 = F.l1_loss(fake, targets)
+    loss_G = loss_G_L1
+    if D is not None:
+        D.requires_grad_(False)  # D is a fixed judge during the G step
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=use_amp):
+            d_fake = D(inputs, fake).float()
+        loss_G_adv = F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
+        loss_G = variant.l1_weight * loss_G_L1 + loss_G_adv
+        losses["loss_G_adv"] = loss_G_adv.item()
+    models.opt_g.zero_grad(set_to_none=True)
+    loss_G.backward()
+    models.opt_g.step()
+    if D is not None:
+        D.requires_grad_(True)
+    losses["loss_G_L1"] = loss_G_L1.item()  # .item() waits for the device: step timings are real
+    return losses
+
+
+def end_of_epoch(cfg: TrainConfig, models: Models, val_set, history: History, step: int, steps_per_epoch: int,
+                 device: torch.device) -> dict:  # fmt: skip
+    """Validation metrics, the loss curves and (every sample_every epochs) a sample grid."""
+    variant, out = VARIANTS[cfg.variant], Path(cfg.out_dir)
+    generator = _unwrap(models.generator)
+    metrics = evaluate(generator, validation_batches(val_set, variant, cfg), device)
+    metrics.update(epoch=step / steps_per_epoch, step=step)
+    history.val.append(metrics)
+    plot_history(history, out / "loss_curves.png", title=cfg.variant)
+    n_epoch = math.ceil(step / steps_per_epoch)
+    if n_epoch % cfg.sample_every == 0 or step == cfg_total_steps(cfg, steps_per_epoch):
+        save_sample_grid(generator, val_set, variant, cfg, device, out / "samples" / f"epoch_{n_epoch:03d}.png")
+    return metrics
+
+
+def cfg_total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    total = cfg.epochs * steps_per_epoch
+    return min(total, cfg.max_steps) if cfg.max_steps else total
+
+
+def epoch_indices(cfg: TrainConfig, n: int, step: int, steps_per_epoch: int, proc: Process) -> np.ndarray:
+    """This rank's pairs for `step`: the epoch's fixed permutation, every world-th batch-sized slice."""
+    epoch, in_epoch = divmod(step, steps_per_epoch)
+    order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
+    return order[(in_epoch * proc.world + proc.rank) * cfg.batch_size :][: cfg.batch_size]
 
 
 def train(cfg: TrainConfig, resume: bool = True) -> dict:
     """Run (or continue) a training run; returns the last validation metrics."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = _pick_device(cfg.device, local_rank)
-    if world > 1:
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    is_main = rank == 0
+    proc = setup_process(cfg)
     out = Path(cfg.out_dir)
-    if is_main:
+    if proc.is_main:
         (out / "samples").mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-
     variant = VARIANTS[cfg.variant]
-    torch.manual_seed(cfg.seed)
-    generator, discriminator = build_models(cfg)
-    generator.to(device)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
-    opt_d = None
-    if discriminator is not None:
-        discriminator.to(device)
-        opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
-
-    step, history = 0, History()
-    ckpt_path = out / "last.pt"
+    models = build_training(cfg, proc.device)
+    step, history, ckpt_path = 0, History(), out / "last.pt"
     if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ckpt["config"]["variant"] != cfg.variant:
-            raise SystemExit(f"{ckpt_path} holds variant {ckpt['config']['variant']}, not {cfg.variant}")
-        generator.load_state_dict(ckpt["G"])
-        opt_g.load_state_dict(ckpt["opt_G"])
-        if discriminator is not None:
-            discriminator.load_state_dict(ckpt["D"])
-            opt_d.load_state_dict(ckpt["opt_D"])
-        step, history = ckpt["step"], History(**ckpt["history"])
-        if is_main:
+        step, history = load_checkpoint(ckpt_path, cfg, models, proc.device)
+        if proc.is_main:
             print(f"resumed {ckpt_path} at step {step}", file=sys.stderr)
+    if proc.world > 1:
+        models.generator = nn.parallel.DistributedDataParallel(models.generator)
+        if models.discriminator is not None:
+            models.discriminator = nn.parallel.DistributedDataParallel(models.discriminator)
 
-    if world > 1:
-        generator = nn.parallel.DistributedDataParallel(generator)
-        if discriminator is not None:
-            discriminator = nn.parallel.DistributedDataParallel(discriminator)
-
-    train_set = load_split("synthetic" if cfg.dry_run else cfg.data, "train")
-    val_set = load_split("synthetic" if cfg.dry_run else cfg.data, "val")
-    steps_per_epoch = len(train_set) // (cfg.batch_size * world)
+    source = "synthetic" if cfg.dry_run else cfg.data
+    make_batch = BatchMaker(load_split(source, "train"), variant, proc.device, flip=cfg.flip)
+    val_set = load_split(source, "val")
+    steps_per_epoch = len(make_batch) // (cfg.batch_size * proc.world)
     if steps_per_epoch == 0:
-        raise SystemExit(f"{len(train_set)} training pairs cannot fill one batch of {cfg.batch_size} x {world}")
-    total_steps = cfg.epochs * steps_per_epoch
-    if cfg.max_steps:
-        total_steps = min(total_steps, cfg.max_steps)
-    use_amp = cfg.amp and device.type == "cuda"
+        raise SystemExit(f"{len(make_batch)} training pairs cannot fill one batch of {cfg.batch_size} x {proc.world}")
+    total_steps = cfg_total_steps(cfg, steps_per_epoch)
+    use_amp = cfg.amp and proc.device.type == "cuda"
     metrics = history.val[-1] if history.val else {}
-
-    from tqdm import tqdm
-
-    bar = tqdm(total=total_steps, initial=step, unit="step", disable=not is_main, dynamic_ncols=True)
-    generator.train()
-    last_time, last_step = time.perf_counter(), step
-    tick = last_time
+    bar = Progress(total_steps, step, cfg.batch_size * proc.world, enabled=proc.is_main)
+    models.generator.train()
     while step < total_steps:
-        epoch, in_epoch = divmod(step, steps_per_epoch)
-        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_set))
-        batch_idx = order[(in_epoch * world + rank) * cfg.batch_size :][: cfg.batch_size]
-        rng = np.random.default_rng([cfg.seed, step, rank, 1])
-        inputs, targets = make_batch(train_set, batch_idx, variant, rng, cfg.flip)
-        inputs, targets = inputs.to(device), targets.to(device)  # (B, C, 128, 128), (B, 3, 128, 128)
-
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            fake = generator(inputs)  # (B, 3, 128, 128) in [-1, 1]
-        fake = fake.float()
-        losses = {}
-
-        # Discriminator update: real pairs -> 1, generated pairs -> 0.
-        if discriminator is not None and step % variant.d_every == 0:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                d_real = discriminator(inputs, targets).float()
-                d_fake = discriminator(inputs, fake.detach()).float()
-            loss_D_real = F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
-            loss_D_fake = F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
-            opt_d.zero_grad(set_to_none=True)
-            ((loss_D_real + loss_D_fake) * 0.5).backward()
-            opt_d.step()
-            losses.update(loss_D_real=loss_D_real.item(), loss_D_fake=loss_D_fake.item())
-
-        # Generator update: L1 to the target, plus fooling the discriminator for GAN variants.
-        loss_G_L1 = F.l1_loss(fake, targets)
-        loss_G = loss_G_L1
-        if discriminator is not None:
-            discriminator.requires_grad_(False)  # D is a fixed judge during the G step
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                d_fake = discriminator(inputs, fake).float()
-            loss_G_adv = F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
-            loss_G = variant.l1_weight * loss_G_L1 + loss_G_adv
-            losses["loss_G_adv"] = loss_G_adv.item()
-        opt_g.zero_grad(set_to_none=True)
-        loss_G.backward()
-        opt_g.step()
-        if discriminator is not None:
-            discriminator.requires_grad_(True)
-        losses["loss_G_L1"] = loss_G_L1.item()
+        t0 = time.perf_counter()
+        indices = epoch_indices(cfg, len(make_batch), step, steps_per_epoch, proc)
+        batch = make_batch(indices, batch_generator(cfg.seed, step, proc.rank, proc.device))
+        if proc.device.type == "cuda":
+            torch.cuda.synchronize()  # so the data time is the batch's, not queued behind the last step
+        t1 = time.perf_counter()
+        losses = gan_step(models, variant, batch, step, use_amp)
+        t2 = time.perf_counter()
         step += 1
-
-        if is_main:
-            history.train.append({"step": step, **losses})
-            now = time.perf_counter()
-            if now - last_time > 2 or step == total_steps:
-                img_s = (step - last_step) * cfg.batch_size * world / (now - last_time)
-                bar.set_postfix(
-                    {k.removeprefix("loss_"): f"{v:.3f}" for k, v in losses.items()} | {"img/s": f"{img_s:.0f}"}
-                )
-                last_time, last_step = now, step
-            bar.update(1)
+        if proc.is_main:
+            history.train.append({"step": step, **losses, "data_s": t1 - t0, "step_s": t2 - t1})
+            bar.update(history.train[-1])
 
         epoch_done = step % steps_per_epoch == 0
-        if is_main and (epoch_done or step == total_steps):
-            metrics = evaluate(_unwrap(generator), validation_batches(val_set, variant, cfg), device)
-            metrics.update(epoch=step / steps_per_epoch, step=step)
-            history.val.append(metrics)
-            bar.write(
-                f"epoch {metrics['epoch']:.2f}: val L1 {metrics['val_l1']:.4f}  PSNR {metrics['val_psnr']:.2f} dB"
-            )
-            plot_history(history, out / "loss_curves.png", title=cfg.variant)
-            n_epoch = math.ceil(step / steps_per_epoch)
-            if n_epoch % cfg.sample_every == 0 or step == total_steps:
-                save_sample_grid(
-                    _unwrap(generator), val_set, variant, cfg, device, out / "samples" / f"epoch_{n_epoch:03d}.png"
-                )
-        history.wall_time_s += time.perf_counter() - tick
-        tick = time.perf_counter()
-        if is_main and (epoch_done or step == total_steps or step % cfg.checkpoint_every == 0):
-            save_checkpoint(
-                ckpt_path, cfg, generator, discriminator, opt_g, opt_d, step, step / steps_per_epoch, history
-            )
+        if proc.is_main and (epoch_done or step == total_steps):
+            metrics = end_of_epoch(cfg, models, val_set, history, step, steps_per_epoch, proc.device)
+            bar.write(f"epoch {metrics['epoch']:.2f}: val L1 {metrics['val_l1']:.4f} PSNR {metrics['val_psnr']:.2f} dB")
+        history.wall_time_s += time.perf_counter() - t0
+        if proc.is_main and (epoch_done or step == total_steps or step % cfg.checkpoint_every == 0):
+            save_checkpoint(ckpt_path, cfg, models, step, step / steps_per_epoch, history)
     bar.close()
-    if world > 1:
+    if proc.world > 1:
         torch.distributed.destroy_process_group()
     return metrics
+
+
+class Progress:
+    """A tqdm bar that shows the losses, img/s and the share of time spent making batches."""
+
+    def __init__(self, total: int, initial: int, images_per_step: int, enabled: bool):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, unit="step", disable=not enabled, dynamic_ncols=True)
+        self.images_per_step, self.rows, self.last = images_per_step, [], time.perf_counter()
+
+    def update(self, row: dict) -> None:
+        self.rows.append(row)
+        self.bar.update(1)
+        now = time.perf_counter()
+        if now - self.last > 2 or self.bar.n == self.bar.total:
+            data, busy = (sum(r[k] for r in self.rows) for k in ("data_s", "step_s"))
+            losses = {k.removeprefix("loss_"): f"{v:.3f}" for k, v in row.items() if k.startswith("loss_")}
+            rate = len(self.rows) * self.images_per_step / (now - self.last)
+            self.bar.set_postfix(losses | {"img/s": f"{rate:.0f}", "data": f"{data / (data + busy):.0%}"})
+            self.rows, self.last = [], now
+
+    def write(self, text: str) -> None:
+        self.bar.write(text)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
