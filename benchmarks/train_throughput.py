@@ -13,6 +13,13 @@ high arithmetic intensity, its FLOPs counted analytically (forward 2*B*C_out*H*W
 backward twice that: the input and the weight gradients). The ratio generator FLOP/s / conv
 FLOP/s says how much of the machine's attainable conv rate the training step uses.
 
+The training loop (``--loop-variant``, default ``guided``; ``--loop-widths``): the same variant's
+whole `training.train.gan_step` (generator and discriminator, bf16 autocast and channels_last on
+CUDA) timed two ways on ``--device``: *bare*, on one batch already on the device, and *full*, with
+`training.batches.BatchMaker` making every batch from the training split (``--data``) as training
+does. Their steps alternate one by one, so a busy machine slows both alike; full / bare (of
+median step rates) is how much of the device the batch pipeline leaves to training.
+
 Writes ``<out>/report.md`` and ``results.json``. ``--quick`` (widths 4 and 8, batch 8, few steps)
 is what the tests run.
 """
@@ -27,13 +34,18 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.latency import machine_description
+from training.batches import BatchMaker, batch_generator
+from training.data import load_split
 from training.networks import UNet, UNetConfig, count_parameters
+from training.train import TrainConfig, build_training, gan_step, resolve_device
+from training.variants import VARIANTS
 
 IMAGE_SIZE = 128
 
@@ -65,11 +77,17 @@ class ThroughputConfig:
     seconds: float = 10.0  # ... and at least this long
     conv: ConvShape = ConvShape()
     threads: int = 0  # torch intra-op threads; 0 = torch's default
+    device: str = "cpu"
+    loop_variant: str = "guided"
+    loop_widths: tuple[int, ...] = (16,)
+    loop_steps: int = 12  # timed steps of each kind (bare, full, batches only), interleaved
+    data: str = "openmoji"  # the training split the full loop draws from ("synthetic" if not prepared)
     out: Path = Path("results/train_throughput")
 
     @staticmethod
     def quick(**overrides) -> ThroughputConfig:
-        base = dict(widths=(4, 8), batch=8, warmup_steps=1, steps=2, seconds=0.5, conv=ConvShape(4, 64, 32, 5))
+        base = dict(widths=(4, 8), batch=8, warmup_steps=1, steps=2, seconds=0.5, conv=ConvShape(4, 64, 32, 5),
+                    loop_widths=(4,), loop_steps=2, data="synthetic")  # fmt: skip
         return ThroughputConfig(**{**base, **overrides})
 
 
@@ -105,11 +123,12 @@ def generator_step_flops(generator: nn.Module, x: torch.Tensor, y: torch.Tensor)
 
 
 def measure_generator(cfg: ThroughputConfig, width: int) -> Measured:
+    device = resolve_device(cfg.device)
     torch.manual_seed(0)
-    generator = UNet(UNetConfig(in_channels=cfg.in_channels, width=width)).train()
+    generator = UNet(UNetConfig(in_channels=cfg.in_channels, width=width)).train().to(device)
     opt = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    x = torch.rand(cfg.batch, cfg.in_channels, IMAGE_SIZE, IMAGE_SIZE) * 2 - 1  # (B, C, 128, 128) in [-1, 1]
-    y = torch.rand(cfg.batch, 3, IMAGE_SIZE, IMAGE_SIZE) * 2 - 1
+    x = torch.rand(cfg.batch, cfg.in_channels, IMAGE_SIZE, IMAGE_SIZE, device=device) * 2 - 1  # (B, C, 128, 128)
+    y = torch.rand(cfg.batch, 3, IMAGE_SIZE, IMAGE_SIZE, device=device) * 2 - 1
     flops = generator_step_flops(generator, x, y)
 
     def step() -> None:
@@ -117,6 +136,7 @@ def measure_generator(cfg: ThroughputConfig, width: int) -> Measured:
         loss_G_L1 = F.l1_loss(generator(x), y)
         loss_G_L1.backward()
         opt.step()
+        synchronize(device)
 
     steps, per_step = timed(step, cfg.warmup_steps, cfg.steps, cfg.seconds)
     return Measured(
@@ -130,15 +150,22 @@ def measure_generator(cfg: ThroughputConfig, width: int) -> Measured:
     )
 
 
-def measure_conv(shape: ConvShape, warmup: int, steps: int, seconds: float) -> tuple[Measured, int]:
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_conv(shape: ConvShape, warmup: int, steps: int, seconds: float, device: torch.device
+                 ) -> tuple[Measured, int]:  # fmt: skip
     """The plain conv's forward + backward; -> (measurement, FLOPs torch's counter sees, as a check)."""
     torch.manual_seed(0)
-    conv = nn.Conv2d(shape.channels, shape.channels, shape.kernel, padding=shape.kernel // 2, bias=False)
-    x = torch.randn(shape.batch, shape.channels, shape.size, shape.size, requires_grad=True)
+    conv = nn.Conv2d(shape.channels, shape.channels, shape.kernel, padding=shape.kernel // 2, bias=False).to(device)
+    x = torch.randn(shape.batch, shape.channels, shape.size, shape.size, device=device, requires_grad=True)
 
     def step() -> None:
         conv.weight.grad = x.grad = None
         conv(x).sum().backward()
+        synchronize(device)
 
     with FlopCounterMode(display=False) as counter:
         step()
@@ -151,11 +178,71 @@ def measure_conv(shape: ConvShape, warmup: int, steps: int, seconds: float) -> t
     return measured, counter.get_total_flops()
 
 
+def measure_loop(cfg: ThroughputConfig, width: int) -> dict:
+    """img/s of the variant's training step, bare (a fixed batch) and full (BatchMaker + step), and
+    of the BatchMaker alone; rounds alternate so both see the same machine."""
+    device = resolve_device(cfg.device)
+    variant = VARIANTS[cfg.loop_variant]
+    tcfg = TrainConfig(variant=variant.name, width=width, batch_size=cfg.batch, device=str(device))
+    models = build_training(tcfg, device)
+    data = cfg.data
+    try:
+        train_set = load_split(data, "train")
+    except FileNotFoundError:
+        data, train_set = "synthetic", load_split("synthetic", "train")
+    make_batch = BatchMaker(train_set, variant, device)
+    rng = np.random.default_rng(0)
+    step = [0]
+    use_amp = device.type == "cuda"
+    fixed = make_batch(rng.integers(len(make_batch), size=cfg.batch), batch_generator(0, 0, 0, device))
+
+    def draw():
+        step[0] += 1
+        return make_batch(rng.integers(len(make_batch), size=cfg.batch), batch_generator(0, step[0], 0, device))
+
+    def bare() -> None:
+        step[0] += 1
+        gan_step(models, variant, fixed, step[0], use_amp)  # .item() inside waits for the device
+
+    def full() -> None:
+        gan_step(models, variant, draw(), step[0], use_amp)
+
+    def data_only() -> None:
+        draw()
+        synchronize(device)
+
+    for fn in (bare, full):
+        for _ in range(cfg.warmup_steps):
+            fn()
+    # Step by step, alternating: a burst of load from elsewhere hits both kinds alike, and the
+    # median of each kind's step times shrugs it off.
+    times = {"bare": [], "full": [], "data": []}
+    for _ in range(max(cfg.loop_steps, 1)):
+        for name, fn in (("bare", bare), ("full", full), ("data", data_only)):
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    rates = {k: [cfg.batch / t for t in v] for k, v in times.items()}
+    med = {k: float(np.median(v)) for k, v in rates.items()}
+    return {
+        "variant": variant.name, "width": width, "batch": cfg.batch, "device": str(device), "data": data,
+        "bare_img_s": med["bare"], "full_img_s": med["full"], "data_img_s": med["data"],
+        "full_over_bare": med["full"] / med["bare"], "steps": rates,
+    }  # fmt: skip
+
+
 def run(cfg: ThroughputConfig, argv: list[str] | None = None) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     machine = machine_description()
-    conv, conv_counted = measure_conv(cfg.conv, cfg.warmup_steps, cfg.steps, cfg.seconds)
+    device = resolve_device(cfg.device)
+    loops = []
+    for width in cfg.loop_widths:
+        loop = measure_loop(cfg, width)
+        print(f"{loop['variant']} w{width} on {loop['device']}: bare {loop['bare_img_s']:.1f} img/s, full "
+              f"{loop['full_img_s']:.1f} img/s ({loop['full_over_bare']:.0%})", file=sys.stderr)  # fmt: skip
+        loops.append(loop)
+    conv, conv_counted = measure_conv(cfg.conv, cfg.warmup_steps, cfg.steps, cfg.seconds, device)
     print(f"{conv.name}: {conv.gflops_per_s:.1f} GFLOP/s", file=sys.stderr)
     rows = []
     for width in cfg.widths:
@@ -175,6 +262,7 @@ def run(cfg: ThroughputConfig, argv: list[str] | None = None) -> dict:
         "conv": asdict(conv),
         "conv_flops_counted": conv_counted,
         "generator": [asdict(m) for m in rows],
+        "loop": loops,
     }
     cfg.out.mkdir(parents=True, exist_ok=True)
     (cfg.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -221,7 +309,22 @@ def render_report(result: dict) -> str:
         f"The conv's FLOPs are counted analytically; torch's counter sees {check:.2f}x that number on the same "
         "step (a check that both count the same way).",
         "",
+        "## The training loop: bare step vs batches made as training makes them",
+        "",
+        f"The variant's whole GAN step (`training.train.gan_step`) on `{cfg['device']}`, batch {cfg['batch']}: "
+        "*bare* on one batch already on the device, *full* with `BatchMaker` drawing, flipping, sampling "
+        "hints and encoding every batch from the training split; *batches only* is the BatchMaker alone. "
+        f"Medians over {cfg['loop_steps']} steps of each kind, interleaved step by step.",
+        "",
+        "| variant | width | data | bare step img/s | full loop img/s | full / bare | batches only img/s |",
+        "|:---|---:|:---|---:|---:|---:|---:|",
     ]
+    for loop in result.get("loop", []):
+        lines.append(
+            f"| {loop['variant']} | {loop['width']} | {loop['data']} | {loop['bare_img_s']:.1f} | "
+            f"{loop['full_img_s']:.1f} | {loop['full_over_bare']:.0%} | {loop['data_img_s']:.0f} |"
+        )
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -234,13 +337,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, help=f"minimum timed steps (default {d.steps})")
     parser.add_argument("--seconds", type=float, help=f"minimum timed seconds per model (default {d.seconds:g})")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--device", help="cpu | cuda | cuda:N | auto (default cpu)")
+    parser.add_argument("--loop-variant", choices=sorted(VARIANTS), help="default guided")
+    parser.add_argument("--loop-widths", type=int, nargs="+", help="default 16")
+    parser.add_argument("--loop-steps", type=int, help="timed steps of each kind in the loop comparison")
+    parser.add_argument("--data", help="training split the full loop draws from (default openmoji)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--quick", action="store_true", help="widths 4 and 8, batch 8, a few steps")
     args = parser.parse_args(argv)
     cfg = ThroughputConfig.quick() if args.quick else d
     overrides = {k: v for k, v in vars(args).items() if k != "quick" and v is not None}
-    if "widths" in overrides:
-        overrides["widths"] = tuple(overrides["widths"])
+    for key in ("widths", "loop_widths"):
+        if key in overrides:
+            overrides[key] = tuple(overrides[key])
     cfg = replace(cfg, **overrides)
     result = run(cfg, argv)
     print(render_report(result).split("## Results", 1)[1].strip())

@@ -87,6 +87,11 @@ def test_train_throughput_quick_reports_positive_rates_and_a_consistent_flop_cou
     assert result["conv"]["gflops_per_s"] > 0
     assert result["conv_flops_counted"] == pytest.approx(result["conv"]["flops_per_step"], rel=0.01)
     assert "| U-Net width 8 |" in (tmp_path / "report.md").read_text()
+    (loop,) = result["loop"]
+    assert (loop["variant"], loop["width"], loop["device"]) == ("guided", 4, "cpu")
+    assert loop["bare_img_s"] > 0 and loop["full_img_s"] > 0 and loop["data_img_s"] > 0
+    assert len(loop["steps"]["full"]) == 2
+    assert "| guided | 4 | synthetic |" in (tmp_path / "report.md").read_text()
 
 
 @pytest.mark.integration
