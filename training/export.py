@@ -5,7 +5,7 @@
 - ``config.pbtxt``: the Triton model (Python backend, dynamic batching, warm-up) and, as
   parameters, the variant's hint encoding and description: the gateway reads them from there.
 - ``1/generator.pt2``: the generator as a ``torch.export`` program with float16 weights (half
-  the bytes; the Triton model computes in float32 on CPU).
+  the bytes; the Triton model computes in float32 on a CPU, float16 on a GPU), batches of 1-256.
 - ``1/model.py``: a link to the one shared ``model_repository/generator_model.py``.
 """
 
@@ -26,7 +26,8 @@ INPUT_NAME = "sketch_and_hints"  # (C, 128, 128) float32 in [-1, 1], built by tr
 OUTPUT_NAME = "color"  # (3, 128, 128) float32 in [-1, 1]
 WEIGHTS_FILE = "generator.pt2"
 SHARED_MODEL_PY = "generator_model.py"
-MAX_BATCH = 32
+MAX_BATCH = 256  # Triton's dynamic batches and the exported program's batch dimension
+FORWARD_BATCH = {"cpu": 32, "gpu": 256}  # the most one forward pass takes, per instance kind
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,8 @@ parameters [
 {param("hint_encoding", info.hint.value)},
 {param("description", info.description)},
 {param("weights_sha256", info.sha256[:16])},
+{param("max_forward_batch_cpu", str(FORWARD_BATCH["cpu"]))},
+{param("max_forward_batch_gpu", str(FORWARD_BATCH["gpu"]))},
 {param("trained", json.dumps(trained, sort_keys=True))}
 ]
 model_warmup [
