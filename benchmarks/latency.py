@@ -424,28 +424,41 @@ class InProcessPoint:
 def measure_in_process(
     weights: Path, inputs: np.ndarray, batches: tuple[int, ...], seconds: float, threads: int = 0
 ) -> list[InProcessPoint]:
-    """The exported generator's forward, in this process, at each batch size (inputs cycled)."""
+    """The exported generator's forward, in this process, at each batch size (inputs cycled), on the
+    device and in the precision Triton's KIND_AUTO instance uses: the first GPU in float16 with
+    channels_last where there is one, else the CPU in float32 (`model_repository/generator_model.py`)."""
     import torch
 
     from training.export import load_exported
 
     if threads:
         torch.set_num_threads(threads)
-    model = load_exported(weights)
+    gpu = torch.cuda.is_available()
+    device = torch.device("cuda:0" if gpu else "cpu")
+    dtype, layout = (torch.float16, torch.channels_last) if gpu else (torch.float32, torch.contiguous_format)
+    model = load_exported(weights).to(device, dtype).to(memory_format=layout)
+
+    def call(x) -> None:
+        model(x)
+        if gpu:
+            torch.cuda.synchronize(device)
+
     points = []
     with torch.inference_mode():
         for b in batches:
-            x = torch.from_numpy(inputs[np.arange(b) % len(inputs)])
+            x = torch.from_numpy(inputs[np.arange(b) % len(inputs)]).to(device, dtype)
+            x = x.contiguous(memory_format=layout)
             for _ in range(2):
-                model(x)
+                call(x)
             times: list[float] = []
             stop = time.perf_counter() + seconds
             while time.perf_counter() < stop or len(times) < 3:
                 t0 = time.perf_counter()
-                model(x)
+                call(x)
                 times.append(time.perf_counter() - t0)
             point = InProcessPoint(b, len(times), float(np.median(times) * 1e3), b * len(times) / sum(times))
-            print(f"in-process  batch {b:>2}: {point.p50_ms:8.1f} ms  {point.images_per_s:8.1f} img/s", file=sys.stderr)
+            print(f"in-process {device} batch {b:>2}: {point.p50_ms:8.1f} ms  {point.images_per_s:8.1f} img/s",
+                  file=sys.stderr)  # fmt: skip
             points.append(point)
     return points
 
