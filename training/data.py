@@ -7,6 +7,13 @@ A data set is a sequence of (sketch, colour) pairs: sketch (128, 128) uint8 gray
   prepared once by ``python -m training.data prepare-openmoji`` (``npm pack``, rasterise) and
   cached as one .npz. Split by a hash of the emoji's base name (skin-tone modifiers removed, so
   the five tones of one emoji never straddle splits): 80% train, 10% val, 10% test.
+- ``illustrations``: ~3,800 colour character drawings, portraits, 3D emoji and props from package
+  registries (`training.illustrations`: Art4Apps, openclipart, Fluent Emoji 3D, naev, Flare,
+  Hedgewars, qabcs), turned into pairs by `training.sketchify` (jittered XDoG with line-weight,
+  gap and noise augmentation; crops; ~19,000 pairs). Split by source item: 80/8/12, so the test
+  split holds 410 pictures from every source, one reference-style sketch each.
+- ``mix``: ``openmoji`` and ``illustrations`` together, each split with its own; the training
+  split holds each emoji twice.
 - ``kaggle:DIR``: the Kaggle "danbooru-sketch-pair-128x" layout as-is,
   ``DIR/color/{sketch,src}/NNNN/<id>.png``. The study's split by sorted file order: first 20000
   train, next 3000 val, next 3000 test.
@@ -82,6 +89,14 @@ def load_split(source: str, split: str) -> Sequence[tuple[np.ndarray, np.ndarray
     kind, _, arg = source.partition(":")
     if kind == "openmoji":
         return _openmoji_split(split)
+    if kind == "illustrations":
+        return _illustration_split(split)
+    if kind == "mix":
+        emoji = _openmoji_split(split)
+        # Training sees each emoji twice per epoch (28% of pairs), so the new domain does not wash out the old.
+        return concat(
+            [emoji, emoji, _illustration_split(split)] if split == "train" else [emoji, _illustration_split(split)]
+        )
     if kind == "kaggle":
         return _kaggle_split(Path(arg), split)
     if kind == "folder":
@@ -89,7 +104,14 @@ def load_split(source: str, split: str) -> Sequence[tuple[np.ndarray, np.ndarray
     if kind == "synthetic":
         n = {"train": 48, "val": 8, "test": 8}[split]
         return synthetic_pairs(n, seed=SPLITS.index(split))
-    raise ValueError(f"unknown data source {source!r}: use openmoji, kaggle:DIR, folder:DIR or synthetic")
+    raise ValueError(
+        f"unknown data source {source!r}: use openmoji, illustrations, mix, kaggle:DIR, folder:DIR or synthetic"
+    )
+
+
+def concat(parts: Sequence[PairDataset]) -> PairDataset:
+    return PairDataset(np.concatenate([p.sketches for p in parts]), np.concatenate([p.colors for p in parts]),
+                       [n for p in parts for n in p.names])  # fmt: skip
 
 
 def hash_split(key: str) -> str:
@@ -159,6 +181,33 @@ def render_svg(path: Path, size: int = SIZE) -> np.ndarray:
         canvas.clear(skia.ColorWHITE)
         dom.render(canvas)
     return surface.makeImageSnapshot().toarray(colorType=skia.kRGBA_8888_ColorType)[:, :, :3].copy()
+
+
+# ---------------------------------------------------------------------------------- illustrations
+
+
+def illustration_pairs_cache() -> Path:
+    return data_dir() / "illustration-pairs-v1.npz"
+
+
+def _illustration_split(split: str) -> PairDataset:
+    path = illustration_pairs_cache()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} is missing: prepare it with `python -m training.data prepare-illustrations` (package registries)"
+        )
+    with np.load(path) as npz:
+        keep = npz["splits"] == split
+        return PairDataset(npz["sketches"][keep], npz["colors"][keep], [str(n) for n in npz["names"][keep]])
+
+
+def prepare_illustrations(views: int = 6, seed: int = 0) -> Path:
+    """Fetch and filter the illustration pictures (apt-get download, npm pack), then make the pairs."""
+    from training import illustrations, sketchify
+
+    if not illustrations.cache_path().exists():
+        illustrations.main(["prepare"])
+    return sketchify.build(views, seed)
 
 
 # ---------------------------------------------------------------------------------- Kaggle
@@ -259,11 +308,15 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     prep = sub.add_parser("prepare-openmoji", help="npm pack OpenMoji, rasterise, cache as .npz")
     prep.add_argument("--package", type=Path, help="an already downloaded openmoji-17.0.0.tgz")
+    ill = sub.add_parser("prepare-illustrations", help="fetch the illustration packages, make sketch/colour pairs")
+    ill.add_argument("--views", type=int, default=6, help="pairs per training picture (whole + crops)")
     show = sub.add_parser("summary", help="print the size of each split of a source")
     show.add_argument("source", nargs="?", default="openmoji")
     args = parser.parse_args(argv)
     if args.command == "prepare-openmoji":
         prepare_openmoji(args.package)
+    elif args.command == "prepare-illustrations":
+        prepare_illustrations(args.views)
     else:
         for split in SPLITS:
             print(f"{split}: {len(load_split(args.source, split))} pairs")

@@ -59,14 +59,14 @@ def hint_preview(kind: H.HintKind, encoded: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def save_sample_grid(generator, dataset, variant, cfg, device, path: Path, n: int = 6) -> None:
-    """Rows of sketch | hints | output | target for the first n validation pairs."""
+    """Rows of sketch | hints | output | target for n validation pairs spread over the split."""
     rng = np.random.default_rng(7)
     rows = []
     was_training = generator.training
     generator.eval()
-    for i in range(min(n, len(dataset))):
-        sketch, color = dataset[i]
-        points = H.random_points(color, cfg.val_hints, rng) if variant.hint is H.HintKind.POINTS else ()
+    for i in np.linspace(0, len(dataset) - 1, min(n, len(dataset))).round().astype(int):  # across every source
+        sketch, color = dataset[int(i)]
+        points = H.region_points(color, sketch, cfg.val_hints, rng) if variant.hint is H.HintKind.POINTS else ()
         x = H.encode(variant.hint, sketch, color=color, points=points)
         out = generator(torch.from_numpy(x)[None].to(device)).float().cpu().numpy()[0]
         rows.append(

@@ -46,6 +46,7 @@ class TrainConfig:
     seed: int = 0
     flip: bool = True  # horizontal flips; safe for every hint kind since hints are drawn after
     max_steps: int = 0  # stop after this many steps in all (0 = run all epochs)
+    max_minutes: float = 0.0  # stop this session (checkpointed, resumable) after this long (0 = no limit)
     checkpoint_every: int = 200  # steps between mid-epoch checkpoints
     sample_every: int = 1  # epochs between sample grids
     val_hints: int = 10  # point hints given to the guided variant during validation
@@ -53,6 +54,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU
     threads: int = 0  # torch CPU threads (0 = torch's default)
+    init_from: str = ""  # a new run's generator starts from these weights: a last.pt or an exported .pt2
     dry_run: bool = False
 
     def generator_config(self) -> UNetConfig:
@@ -84,15 +86,20 @@ def validation_batches(dataset, variant: Variant, cfg: TrainConfig, batch_size: 
     """The same validation inputs every epoch: fixed pairs and fixed hints (val_hints points placed
     the way people place them, on coloured regions)."""
     rng = np.random.default_rng(12345)
-    n = min(len(dataset), cfg.max_val)
-    for start in range(0, n, batch_size):
+    chosen = spread(len(dataset), cfg.max_val)  # every source of a mixed split, not only the first
+    for start in range(0, len(chosen), batch_size):
         inputs, targets = [], []
-        for i in range(start, min(start + batch_size, n)):
+        for i in chosen[start : start + batch_size]:
             sketch, color = dataset[i]
             points = H.region_points(color, sketch, cfg.val_hints, rng) if variant.hint is H.HintKind.POINTS else ()
             inputs.append(H.encode(variant.hint, sketch, color=color, points=points))
             targets.append(color)
         yield torch.from_numpy(np.stack(inputs)), np.stack(targets)
+
+
+def spread(n: int, k: int) -> list[int]:
+    """k indices spread evenly over range(n) (all of them when k >= n)."""
+    return sorted({int(i) for i in np.linspace(0, n - 1, min(n, k)).round()}) if n else []
 
 
 @torch.no_grad()
@@ -204,6 +211,13 @@ def load_checkpoint(path: Path, cfg: TrainConfig, models: Models, device: torch.
     return ckpt["step"], History(**ckpt["history"])
 
 
+def initial_weights(path: str) -> dict[str, torch.Tensor]:
+    """A generator state dict from a training checkpoint or an exported program (fine-tuning)."""
+    if path.endswith(".pt2"):
+        return {k: v.float() for k, v in torch.export.load(path).state_dict.items()}
+    return torch.load(path, map_location="cpu", weights_only=False)["G"]
+
+
 def gan_step(models: Models, variant: Variant, batch: Batch, step: int, use_amp: bool) -> dict[str, float]:
     """One training step: the discriminator's update (on its iterations), then the generator's."""
     G, D = models.generator, models.discriminator
@@ -246,7 +260,7 @@ def gan_step(models: Models, variant: Variant, batch: Batch, step: int, use_amp:
 
 
 def end_of_epoch(cfg: TrainConfig, models: Models, val_set, history: History, step: int, steps_per_epoch: int,
-                 device: torch.device) -> dict:  # fmt: skip
+                 device: torch.device, last: bool) -> dict:  # fmt: skip
     """Validation metrics, the loss curves and (every sample_every epochs) a sample grid."""
     variant, out = VARIANTS[cfg.variant], Path(cfg.out_dir)
     generator = _unwrap(models.generator)
@@ -255,7 +269,7 @@ def end_of_epoch(cfg: TrainConfig, models: Models, val_set, history: History, st
     history.val.append(metrics)
     plot_history(history, out / "loss_curves.png", title=cfg.variant)
     n_epoch = math.ceil(step / steps_per_epoch)
-    if n_epoch % cfg.sample_every == 0 or step == cfg_total_steps(cfg, steps_per_epoch):
+    if n_epoch % cfg.sample_every == 0 or last:
         save_sample_grid(generator, val_set, variant, cfg, device, out / "samples" / f"epoch_{n_epoch:03d}.png")
     return metrics
 
@@ -286,6 +300,8 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict:
         step, history = load_checkpoint(ckpt_path, cfg, models, proc.device)
         if proc.is_main:
             print(f"resumed {ckpt_path} at step {step}", file=sys.stderr)
+    elif cfg.init_from:
+        models.generator.load_state_dict(initial_weights(cfg.init_from))
     if proc.world > 1:
         models.generator = nn.parallel.DistributedDataParallel(models.generator)
         if models.discriminator is not None:
@@ -302,7 +318,8 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict:
     metrics = history.val[-1] if history.val else {}
     bar = Progress(total_steps, step, cfg.batch_size * proc.world, enabled=proc.is_main)
     models.generator.train()
-    while step < total_steps:
+    deadline = time.perf_counter() + 60 * cfg.max_minutes if cfg.max_minutes else float("inf")
+    while step < total_steps and time.perf_counter() < deadline:
         t0 = time.perf_counter()
         indices = epoch_indices(cfg, len(make_batch), step, steps_per_epoch, proc)
         batch = make_batch(indices, batch_generator(cfg.seed, step, proc.rank, proc.device))
@@ -317,11 +334,12 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict:
             bar.update(history.train[-1])
 
         epoch_done = step % steps_per_epoch == 0
-        if proc.is_main and (epoch_done or step == total_steps):
-            metrics = end_of_epoch(cfg, models, val_set, history, step, steps_per_epoch, proc.device)
+        last = step == total_steps or time.perf_counter() >= deadline
+        if proc.is_main and (epoch_done or last):
+            metrics = end_of_epoch(cfg, models, val_set, history, step, steps_per_epoch, proc.device, last)
             bar.write(f"epoch {metrics['epoch']:.2f}: val L1 {metrics['val_l1']:.4f} PSNR {metrics['val_psnr']:.2f} dB")
         history.wall_time_s += time.perf_counter() - t0
-        if proc.is_main and (epoch_done or step == total_steps or step % cfg.checkpoint_every == 0):
+        if proc.is_main and (epoch_done or last or step % cfg.checkpoint_every == 0):
             save_checkpoint(ckpt_path, cfg, models, step, step / steps_per_epoch, history)
     bar.close()
     if proc.world > 1:
@@ -366,8 +384,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
                  "sample_every", "val_hints", "max_val", "threads"):  # fmt: skip
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
     parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--max-minutes", type=float, default=0.0, help="stop (resumably) after this many minutes")
     parser.add_argument("--beta1", type=float, default=defaults.beta1)
     parser.add_argument("--device", default=defaults.device, help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--init-from", default="", help="start a new run's generator from a last.pt or .pt2")
     parser.add_argument("--no-flip", dest="flip", action="store_false")
     parser.add_argument("--no-amp", dest="amp", action="store_false")
     parser.add_argument("--no-resume", dest="resume", action="store_false", help="ignore an existing last.pt")

@@ -1,0 +1,422 @@
+"""Coloured character and illustration pictures from package registries, cached as one .npz.
+
+OpenMoji alone teaches flat emoji; these sources add drawn people, animals, painted portraits,
+3D-shaded emoji and game sprites. Each package is fetched with its registry's ordinary client
+(`apt-get download` + `dpkg-deb -x`, or `npm pack` at a pinned version) into
+``data_dir()/packages/`` and reused from there, so re-running is offline. Pictures are composited
+onto white, trimmed to their content, filtered (big enough, coloured enough), letterboxed to
+256x256 and de-duplicated with an 8x8 difference hash. `SOURCES` is the one record of licences.
+(SuperTux's creatures were tried and left out: past the 64-px filter only 11 characters remain,
+mostly fire frames, too few to split by character with a test share.)
+
+    python -m training.illustrations prepare [--cache-dir DIR]
+    python -m training.illustrations summary
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from training.data import SPLITS, data_dir
+
+PICTURE_SIZE = 256
+CACHE_NAME = "illustrations-v1.npz"
+RESERVED_PREFIXES = ("wesnoth", "renpy")  # kept for an independent evaluation: never fetched here
+MIN_SIDE = 64  # px, of the picture's content
+MIN_COLOURED = 0.10  # fraction of the content's pixels that must be coloured
+CHROMA = 32  # max - min over RGB below this a pixel is white, gray or black
+DHASH_DISTANCE = 2  # Hamming distance at or below which a picture repeats one already kept
+SVG_PX = 512
+SKIN_TONE = re.compile(r"-1f3f[b-f]", re.IGNORECASE)
+OPENCLIPART_SKIP = (
+    r"^usr/share/openclipart/svg/(computer/(icons|buttons|connectors|diagrams|folders|network)|buttons|shapes|"
+    r"signs_and_symbols|special|logos|geography|people/stickmen|transportation/(aiga-symbols|roadsigns)|"
+    r"recreation/games/(cards|chess))/"
+    r"|(^|[/_\-\s.])(stick(man|men|figure)?|signs?|roadsigns?|flags?|maps?|icons?|buttons?|logos?|arrows?|patterns?|"
+    r"borders?|frames?|fonts?|alphabet|text|symbols?|labels?|banners?|silhouettes?|outlines?|colou?ring)"
+    r"($|[_\-\s.\d])"
+)
+HEDGEWARS_SKIP = (
+    r"(?i)/(icon(@x)?|(sd)?(land(back)?tex|border|sky[lr]?|horizont[lr]?|flake|chunk|clouds?|splash|droplet|"
+    r"bluewater|water|dust)|a?m?girder|tmp|[^/]*mask|[^/]*spray[^/]*|am[A-Z][^/]*)\.png$"
+)
+
+
+def check_allowed(package: str) -> str:
+    """Refuse the packages reserved for the independent evaluation, so no code path can touch them."""
+    if package.strip().lower().lstrip("@").startswith(RESERVED_PREFIXES):
+        raise ValueError(f"package {package!r} is reserved for evaluation and must not be used")
+    return package
+
+
+@dataclass(frozen=True)
+class Source:
+    """One picture source and its licence record (the model card is generated from these)."""
+
+    name: str
+    registry: str  # "debian" or "npm"
+    package: str
+    licence: str
+    attribution: str
+    url: str
+    pattern: str  # glob of the picture files inside the unpacked package
+    exclude: str = ""  # regex on the path inside the package: matches are skipped
+    version: str = ""  # pinned for npm; Debian gets the archive's current one, recorded in the cache's meta
+    group: str = "numbered"  # split key: "numbered" (item, trailing digits off), "item", "folder", "word", "emoji"
+
+    def __post_init__(self) -> None:
+        check_allowed(self.package)
+        if self.group not in ("numbered", "item", "folder", "word", "emoji"):
+            raise ValueError(f"unknown group rule {self.group!r}")
+        if self.registry not in ("debian", "npm"):
+            raise ValueError(f"unknown registry {self.registry!r}")
+
+
+SOURCES: tuple[Source, ...] = (
+    Source("art4apps", "debian", "pysiogame", "CC BY-SA 3.0 (Art4Apps; Debian's copyright lists the images as PD)",
+           "Art4Apps drawings, shipped in pysiogame by Ireneusz Imiolek", "https://www.art4apps.org",
+           "usr/share/games/pysiogame/res/images/art4apps/*/*.jpg", group="word"),
+    Source("openclipart", "debian", "openclipart-svg", "Public domain (Open Clip Art Library dedication)",
+           "Open Clip Art Library contributors (each SVG's .txt names its author)", "https://openclipart.org",
+           "usr/share/openclipart/svg/**/*.svg", OPENCLIPART_SKIP),
+    Source("fluent-emoji-3d", "npm", "@lobehub/fluent-emoji-3d", "MIT",
+           "Microsoft Fluent Emoji (3D style), packaged by LobeHub", "https://github.com/lobehub/fluent-emoji",
+           "package/assets/*.webp", version="1.1.0", group="emoji"),
+    Source("naev-portraits", "debian", "naev-data", "CC BY 3.0 (dat/gfx/ARTWORK_LICENSE.yaml)",
+           "Nihilos, The Diligent Circle and other Naev artists", "https://naev.org",
+           "usr/share/naev/dat/gfx/portraits/*/**/*.png", group="item"),
+    Source("flare-portraits", "debian", "flare-game", "CC BY-SA 3.0+", "Clint Bellanger and the Flare contributors",
+           "https://flarerpg.org", "usr/share/games/flare/mods/*/images/portraits/*.png", group="item"),
+    Source("hedgewars-props", "debian", "hedgewars-data", "GPL-2 / GFDL-1.3 (per theme, Debian copyright)",
+           "Hedgewars Project", "https://hedgewars.org", "usr/share/games/hedgewars/Data/Themes/*/*.png",
+           HEDGEWARS_SKIP),
+    Source("qabcs", "debian", "qabcs-data", "GPL-3+ (a few CC0 / public domain)", "DanSoft (qABCs)",
+           "https://bitbucket.org/admsasha/qabcs", "usr/share/qabcs/abcs/all/pics/*/*.png"),
+)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------- pictures
+
+
+def coloured_fraction(rgb: np.ndarray) -> float:
+    """Share of pixels that are neither near-white nor near-gray (line art and grayscale score ~0)."""
+    rgb = rgb.astype(np.int16)
+    return float(((rgb.max(axis=2) - rgb.min(axis=2)) >= CHROMA).mean())
+
+
+def on_white(image: Image.Image) -> np.ndarray:
+    """Any PIL image as RGB, transparent parts composited onto white: (H, W, 3) uint8."""
+    rgba = image.convert("RGBA")
+    canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    canvas.alpha_composite(rgba)
+    return np.asarray(canvas.convert("RGB"))
+
+
+def trim_white(rgb: np.ndarray, level: int = 245) -> np.ndarray:
+    """Crop away white margins only (nothing of the figure), so small sprites fill the frame."""
+    ys, xs = np.nonzero((rgb < level).any(axis=2))
+    if len(ys) == 0:
+        return rgb
+    return rgb[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+
+
+def reject_reason(rgb: np.ndarray) -> str | None:
+    """Why a picture (trimmed, on white) is unusable, or None when it passes."""
+    if min(rgb.shape[:2]) < MIN_SIDE:
+        return "small"
+    if coloured_fraction(rgb) < MIN_COLOURED:
+        return "gray"
+    return None
+
+
+def letterbox(rgb: np.ndarray, size: int = PICTURE_SIZE, margin: float = 0.04) -> np.ndarray:
+    """Pad to a square on white (the whole figure stays) with a small margin, then resize with LANCZOS."""
+    h, w = rgb.shape[:2]
+    side = int(round(max(h, w) * (1 + 2 * margin)))
+    canvas = np.full((side, side, 3), 255, np.uint8)
+    top, left = (side - h) // 2, (side - w) // 2
+    canvas[top : top + h, left : left + w] = rgb
+    return np.asarray(Image.fromarray(canvas).resize((size, size), Image.Resampling.LANCZOS))
+
+
+def dhash(rgb: np.ndarray) -> np.uint64:
+    """8x8 difference hash: one bit per horizontally adjacent pair of a 9x8 grayscale thumbnail."""
+    gray = np.asarray(Image.fromarray(rgb).convert("L").resize((9, 8), Image.Resampling.BOX), np.int16)
+    bits = (gray[:, 1:] > gray[:, :-1]).flatten()
+    return np.uint64(sum(1 << i for i, b in enumerate(bits) if b))
+
+
+class Deduplicator:
+    """Keeps a picture only if its dhash is farther than `distance` bits from every one kept so far."""
+
+    def __init__(self, distance: int = DHASH_DISTANCE):
+        self.distance, self.hashes = distance, np.zeros(0, np.uint64)
+
+    def add(self, h: np.uint64) -> bool:
+        diff = np.bitwise_xor(self.hashes, np.uint64(h))
+        if len(diff) and np.unpackbits(diff.view(np.uint8)).reshape(-1, 64).sum(axis=1).min() <= self.distance:
+            return False
+        self.hashes = np.append(self.hashes, np.uint64(h))
+        return True
+
+
+def rasterize_svg(path: Path, px: int = SVG_PX, timeout: float = 20.0) -> Image.Image | None:
+    """An SVG rendered by rsvg-convert within px x px (aspect kept); None if it fails or times out."""
+    try:
+        done = subprocess.run(["rsvg-convert", "--width", str(px), "--height", str(px), "--keep-aspect-ratio",
+                               "--format", "png", str(path)], capture_output=True, timeout=timeout)  # fmt: skip
+        if done.returncode != 0 or not done.stdout:
+            return None
+        return Image.open(io.BytesIO(done.stdout))
+    except (subprocess.TimeoutExpired, OSError):
+        return None
+
+
+def links_external_image(svg: Path) -> bool:
+    """True for SVGs that pull in a bitmap by reference: those render with holes."""
+    text = svg.read_text(errors="replace")
+    return re.search(r"<image\b[^>]*?href\s*=\s*[\"'](?!data:)", text, re.IGNORECASE | re.DOTALL) is not None
+
+
+def load_picture(path: Path) -> np.ndarray | None:
+    """A picture file (SVG or bitmap) on white and trimmed: (H, W, 3) uint8, or None if unreadable."""
+    if path.suffix.lower() == ".svg":
+        if links_external_image(path):
+            return None
+        image = rasterize_svg(path)
+        return None if image is None else trim_white(on_white(image))
+    try:
+        with Image.open(path) as image:
+            return trim_white(on_white(image))
+    except OSError:
+        return None
+
+
+# ---------------------------------------------------------------------------------- names, groups, splits
+
+
+def emoji_base(name: str) -> str:
+    """An emoji file name without skin tones, gender signs and variation selectors."""
+    return re.sub(r"-200d-264[02]", "", SKIN_TONE.sub("", name.lower()).replace("-fe0f", ""))
+
+
+def group_of(source: str, item: str) -> str:
+    """The key a split is drawn by: variants of one item (skin tones, numbered poses, frames) share it."""
+    how = next((s.group for s in SOURCES if s.name == source), "numbered")
+    item = item.lower()
+    if how == "emoji":
+        return f"{source}/{emoji_base(item)}"
+    if how == "folder":
+        return f"{source}/{item.split('/')[0]}"
+    if how == "item":
+        return f"{source}/{item}"
+    if how == "word":  # the same word drawn in two categories
+        item = item.rsplit("/", 1)[-1]
+    return f"{source}/{re.sub(r'[-_ ]*[0-9]+$', '', item)}"
+
+
+def drop_skin_tones(items: list[str]) -> list[str]:
+    """One emoji per skin-tone family: the toneless default, or the first toned one if none."""
+    toneless = {SKIN_TONE.sub("", i).replace("-fe0f", "") for i in items if not SKIN_TONE.search(i)}
+    kept, seen = [], set()
+    for item in items:
+        base = SKIN_TONE.sub("", item).replace("-fe0f", "")
+        if not SKIN_TONE.search(item) or (base not in toneless and base not in seen):
+            kept.append(item)
+            seen.add(base)
+    return kept
+
+
+def illustration_split(group: str) -> str:
+    """A stable split of a group key by SHA-1: 12 % test, 8 % val, 80 % train on every machine."""
+    bucket = int(hashlib.sha1(group.encode()).hexdigest(), 16) % 100
+    return "test" if bucket < 12 else "val" if bucket < 20 else "train"
+
+
+# ---------------------------------------------------------------------------------- fetching
+
+
+def fetch(source: Source, packages: Path) -> Path:
+    """The package file, downloaded with the registry's own client unless already in `packages`."""
+    check_allowed(source.package)
+    packages.mkdir(parents=True, exist_ok=True)
+    if source.registry == "npm":
+        out = packages / f"{source.package.lstrip('@').replace('/', '-')}-{source.version}.tgz"
+        if not out.exists():
+            subprocess.run(["npm", "pack", f"{source.package}@{source.version}", "--silent"], cwd=packages, check=True,
+                           stdout=subprocess.DEVNULL)  # fmt: skip
+        return out
+    found = sorted(packages.glob(f"{source.package}_*.deb"))
+    if not found:
+        subprocess.run(["apt-get", "download", source.package], cwd=packages, check=True, stdout=subprocess.DEVNULL)
+        found = sorted(packages.glob(f"{source.package}_*.deb"))
+    return found[-1]
+
+
+def unpack(source: Source, package: Path, dest: Path) -> str:
+    """Unpack the package into dest; returns the exact version fetched."""
+    if source.registry == "npm":
+        with tarfile.open(package) as tar:
+            tar.extractall(dest, filter="data")
+        return json.loads((dest / "package" / "package.json").read_text())["version"]
+    subprocess.run(["dpkg-deb", "-x", str(package), str(dest)], check=True)
+    return subprocess.run(["dpkg-deb", "-f", str(package), "Version"], capture_output=True, text=True,
+                          check=True).stdout.strip()  # fmt: skip
+
+
+def list_items(source: Source, root: Path) -> list[tuple[str, Path]]:
+    """(item name, file) for the source's pictures: name is the path below the pattern's fixed part."""
+    prefix = source.pattern.split("*", 1)[0]
+    files = [p for p in sorted(root.glob(source.pattern)) if p.is_file()]
+    files = [p for p in files if not (source.exclude and re.search(source.exclude, p.relative_to(root).as_posix()))]
+    items = {p.relative_to(root / prefix).with_suffix("").as_posix(): p for p in files}
+    return [(name, items[name]) for name in drop_skin_tones(sorted(items))]
+
+
+# ---------------------------------------------------------------------------------- cache
+
+
+@dataclass
+class Illustrations:
+    """The cache in memory: pictures (N, 256, 256, 3) uint8 and per-picture names, groups, sources."""
+
+    pictures: np.ndarray
+    names: np.ndarray
+    groups: np.ndarray
+    sources: np.ndarray
+    meta: dict
+
+    def splits(self) -> np.ndarray:
+        return np.array([illustration_split(g) for g in self.groups])
+
+
+def cache_path(cache_dir: Path | None = None) -> Path:
+    return (cache_dir or data_dir()) / CACHE_NAME
+
+
+def write_cache(path: Path, data: Illustrations) -> Path:
+    """Save as one compressed .npz (names unique, meta as a JSON string)."""
+    if len(set(data.names.tolist())) != len(data.names):
+        raise ValueError("picture names must be unique")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, pictures=data.pictures, names=data.names.astype(str), groups=data.groups.astype(str),
+                        sources=data.sources.astype(str), meta=np.array(json.dumps(data.meta)))  # fmt: skip
+    return path
+
+
+def read_cache(path: Path | None = None) -> Illustrations:
+    path = path or cache_path()
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: prepare it with `python -m training.illustrations prepare`")
+    with np.load(path) as npz:
+        return Illustrations(npz["pictures"], npz["names"], npz["groups"], npz["sources"], json.loads(str(npz["meta"])))
+
+
+def licence_table(meta: dict | None = None) -> str:
+    """A markdown table of the sources' licences, with versions and counts from the cache when it exists."""
+    if meta is None:
+        meta = read_cache().meta if cache_path().exists() else {}
+    rows = ["| source | package | licence | attribution | pictures |", "|---|---|---|---|---:|"]
+    for s in SOURCES:
+        m = meta.get(s.name, {})
+        version = m.get("version") or s.version
+        package = f"`{s.package}@{version}`" if version else f"`{s.package}`"
+        rows.append(f"| [{s.name}]({s.url}) | {package} | {s.licence} | {s.attribution} | {m.get('count', '?')} |")
+    return "\n".join(rows)
+
+
+def contact_sheet(pictures: list[np.ndarray], path: Path, cols: int = 8, rows: int = 4, thumb: int = 96) -> None:
+    """A grid of thumbnails (an even sample of the pictures) to look at what a filter keeps."""
+    sheet = Image.new("RGB", (cols * thumb, rows * thumb), (200, 200, 200))
+    chosen = np.linspace(0, len(pictures) - 1, min(len(pictures), cols * rows)).astype(int) if pictures else []
+    for k, i in enumerate(chosen):
+        tile = Image.fromarray(pictures[i]).resize((thumb - 2, thumb - 2), Image.Resampling.LANCZOS)
+        sheet.paste(tile, ((k % cols) * thumb + 1, (k // cols) * thumb + 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+
+
+def prepare(
+    cache_dir: Path | None = None, packages: Path | None = None, previews: bool = True, only: list[str] | None = None
+) -> Path:
+    """Fetch every source, filter and de-duplicate its pictures, write the cache (and contact sheets)."""
+    from tqdm import tqdm
+
+    cache_dir, packages = cache_dir or data_dir(), packages or data_dir() / "packages"
+    pictures, names, groups, sources, meta = [], [], [], [], {}
+    dedup = Deduplicator()
+    for source in [s for s in SOURCES if not only or s.name in only]:
+        package = fetch(source, packages)
+        kept, rejected, reasons = [], [], {"small": 0, "gray": 0, "unreadable": 0, "duplicate": 0}
+        with tempfile.TemporaryDirectory() as tmp:
+            version = unpack(source, package, Path(tmp))
+            for item, file in tqdm(list_items(source, Path(tmp)), desc=source.name, unit="pic"):
+                rgb = load_picture(file)
+                reason = "unreadable" if rgb is None else reject_reason(rgb)
+                picture = None if rgb is None or reason == "small" else letterbox(rgb)
+                if reason is None and not dedup.add(dhash(picture)):
+                    reason = "duplicate"
+                if reason is not None:
+                    reasons[reason] += 1
+                    if picture is not None and reason == "gray":
+                        rejected.append(picture[::4, ::4])
+                    continue
+                kept.append(picture)
+                names.append(f"{source.name}/{item}")
+                groups.append(group_of(source.name, item))
+                sources.append(source.name)
+        pictures += kept
+        meta[source.name] = {"registry": source.registry, "package": source.package, "version": version,
+                             "licence": source.licence, "attribution": source.attribution, "url": source.url,
+                             "count": len(kept), "rejected": reasons}  # fmt: skip
+        print(f"{source.name}: kept {len(kept)}, rejected {reasons}", file=sys.stderr)
+        if previews:
+            contact_sheet(kept, cache_dir / "illustration_previews" / f"{source.name}.png")
+            contact_sheet(rejected, cache_dir / "illustration_previews" / f"{source.name}-rejected.png", thumb=64)
+    data = Illustrations(np.stack(pictures), np.array(names), np.array(groups), np.array(sources), meta)
+    out = write_cache(cache_path(cache_dir), data)
+    print(f"{len(names)} pictures -> {out}", file=sys.stderr)
+    return out
+
+
+def summary(data: Illustrations) -> str:
+    """Counts per source and split, one line per source."""
+    splits = data.splits()
+    lines = [f"{'source':<20} {'total':>6} " + " ".join(f"{s:>6}" for s in SPLITS)]
+    for name in [s.name for s in SOURCES] + ["all"]:
+        mine = np.ones(len(splits), bool) if name == "all" else data.sources == name
+        counts = " ".join(f"{int((mine & (splits == s)).sum()):>6}" for s in SPLITS)
+        lines.append(f"{name:<20} {int(mine.sum()):>6} {counts}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("prepare", "fetch, filter and cache the pictures"), ("summary", "counts per source/split")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--cache-dir", type=Path, help="where the .npz goes (default: the data dir)")
+    sub.choices["prepare"].add_argument("--packages-dir", type=Path, help="downloads (default: DATA/packages)")
+    sub.choices["prepare"].add_argument("--no-previews", action="store_true", help="skip the contact sheets")
+    sub.choices["prepare"].add_argument("--only", nargs="+", help="these sources only (for trying filters)")
+    args = parser.parse_args(argv)
+    if args.command == "prepare":
+        prepare(args.cache_dir, args.packages_dir, previews=not args.no_previews, only=args.only)
+    print(summary(read_cache(cache_path(args.cache_dir))))
+
+
+if __name__ == "__main__":
+    main()
