@@ -53,6 +53,20 @@ def test_lines_dark_background_white(seed):
     assert 0.01 < (sketch < K.DARK).mean() < 0.25
 
 
+def test_faint_lines_are_darkened():
+    """Thin or soft lines drawn at 256 px come out light gray once shrunk: they are stretched to dark."""
+    faint = np.full((SIZE, SIZE), 255, np.uint8)
+    faint[40:42, 20:100] = 200
+    faint[80, 20:100] = 225
+    out = K._darken_lines(faint, 10.0)
+    assert out[40, 50] <= 12 and out[80, 50] < 128 and out[0, 0] == 255
+    dark = faint.copy()
+    dark[60:62, 20:100] = 30
+    np.testing.assert_array_equal(K._darken_lines(dark, 10.0), dark)
+    white = np.full((SIZE, SIZE), 255, np.uint8)
+    np.testing.assert_array_equal(K._darken_lines(white, 10.0), white)
+
+
 def test_shaded_picture_keeps_most_of_the_page_white():
     """Noise-textured shading makes plain XDoG draw texture everywhere; the guard must clear it."""
     rng = np.random.default_rng(1)

@@ -3,7 +3,7 @@
 One fixed extractor teaches a model that extractor's signature (line width, tone, where it
 breaks), not line art. So each training sketch is drawn with its own jittered XDoG
 (`training.data.xdog`) and a random mix of what real sketches have: lines thicker or thinner,
-small gaps, speckle, gray paper, slight blur, JPEG softness, or clean binarised ink. Half of
+small gaps, speckle, gray paper, slight blur, JPEG softness, or clean binarised ink. About half of
 them are extracted at the picture's own resolution and shrunk onto the 128 px grid exactly as
 the gateway shrinks a user's full-resolution sketch (`service.imaging.Frame.to_grid`), so the
 model sees the thin gray lines it will be sent. Val/test use one deterministic style,
@@ -317,7 +317,7 @@ def build(views: int, seed: int) -> Path:
 
     source = data_dir() / PICTURES_FILE
     if not source.exists():
-        raise FileNotFoundError(f"{source} is missing: prepare it with `python -m training.illustrations`")
+        raise FileNotFoundError(f"{source} is missing: prepare it with `python -m training.illustrations prepare`")
     start = time.perf_counter()
     with np.load(source) as npz:
         pictures, names, groups = npz["pictures"], npz["names"], npz["groups"]
