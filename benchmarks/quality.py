@@ -1,12 +1,15 @@
 """Quality benchmark: every generator variant in a model repository, and non-learned baselines, on held-out pairs.
 
-``python -m benchmarks.quality`` scores each variant found in ``model_repository/`` on the OpenMoji
-test split, in this process (``training.export.load_exported``), or through a running gateway with
-``--gateway HOST:PORT``. Each variant gets its own kind of hint, built from the target the way the
-study built it; the guided variant is swept over 0-50 point hints. The baselines in
-`benchmarks.baselines` get exactly the same hints. Writes ``report.md``, ``metrics.json`` and
-three plots to ``--out`` (default ``results/quality``). ``--limit N`` takes the first N pairs,
-``--variants`` a subset, ``--data`` any `training.data` source, ``--fid`` adds FID.
+``python -m benchmarks.quality --data openmoji illustrations --fid`` scores each variant found in
+``model_repository/`` on each data set's test split, in this process
+(``training.export.load_exported``) or through a running gateway with ``--gateway HOST:PORT``.
+Each variant gets its own kind of hint, built from the target the way the study built it; the
+guided variant is swept over 0-50 point hints, placed uniformly and where people place them
+(``region``). The baselines in `benchmarks.baselines` get exactly the same hints. Writes
+``report.md``, ``metrics.json`` and three plots to ``--out`` (default ``results/quality``), into
+``<out>/<data>/`` for each of several data sets, plus a summary over them with the character-art
+targets (`benchmarks.quality_summary`). ``--limit N`` takes the first N pairs, ``--variants`` a
+subset, ``--data`` any `training.data` sources, ``--fid`` adds FID.
 
 Metrics, per image, then mean and standard error over images:
 - L1 on [-1, 1] (the training loss) and PSNR (uint8 RGB, peak 255), from `training.metrics`;
@@ -52,6 +55,7 @@ from training.metrics import PSNR_CAP_DB, l1_unit, psnr_uint8
 from training.variants import VARIANTS
 
 POINT_COUNTS = (0, 1, 2, 5, 10, 20, 50)  # the guided variant's hint sweep
+PLACEMENTS = ("uniform", "region")  # where the sweep's hints go: anywhere, or as people place them
 HEADLINE_POINTS = 10  # the guided setting shown beside the fixed-hint variants (with 0)
 HINT_SEED = 20240501  # hints for image i come from default_rng((HINT_SEED, i)): same for every method and --limit
 BATCH = 32  # images per forward pass (the exported programs accept 1..32)
@@ -86,15 +90,19 @@ class HintSetting:
 
     kind: H.HintKind
     points: int = 0
+    placement: str = "uniform"  # point hints: "uniform" positions, or "region" (on colour, off the lines)
 
     @property
     def label(self) -> str:
-        return f"points:{self.points}" if self.kind is H.HintKind.POINTS else self.kind.value
+        if self.kind is not H.HintKind.POINTS:
+            return self.kind.value
+        return f"{'points' if self.placement == 'uniform' else 'region'}:{self.points}"
 
     @property
     def description(self) -> str:
         if self.kind is H.HintKind.POINTS:
-            return f"{self.points} point hint{'s' if self.points != 1 else ''}"
+            kind = "point" if self.placement == "uniform" else "region"
+            return f"{self.points} {kind} hint{'s' if self.points != 1 else ''}"
         return {"none": "no hints", "blur": "blurred target", "patches20": "20 target patches"}[self.kind.value]
 
     @property
@@ -168,7 +176,11 @@ def plan_rows(variants: dict[str, H.HintKind], counts: Sequence[int] = POINT_COU
     """
     rows, settings = [], []
     for name, kind in variants.items():
-        for setting in [HintSetting(kind, k) for k in counts] if kind is H.HintKind.POINTS else [HintSetting(kind)]:
+        if kind is H.HintKind.POINTS:  # 0 hints are 0 hints wherever they would have gone: scored once
+            own = [HintSetting(kind, k, p) for p in PLACEMENTS for k in counts if k or p == PLACEMENTS[0]]
+        else:
+            own = [HintSetting(kind)]
+        for setting in own:
             rows.append(Row(name, setting, is_baseline=False))
             if setting not in settings:
                 settings.append(setting)
@@ -182,9 +194,17 @@ def plan_rows(variants: dict[str, H.HintKind], counts: Sequence[int] = POINT_COU
 # ---------------------------------------------------------------------------------- hints
 
 
-def hint_points(target: np.ndarray, index: int, count: int) -> list[H.PointHint]:
-    """The first `count` point hints of image `index`: one fixed draw per image, so 5 hints are the first 5 of 10."""
+def hint_points(
+    target: np.ndarray, index: int, count: int, placement: str = "uniform", sketch: np.ndarray | None = None
+) -> list[H.PointHint]:
+    """The first `count` point hints of image `index`: one fixed draw per image, so 5 hints are the first 5 of 10.
+
+    ``uniform``: `hints.random_points`; ``region``: `hints.region_points` (on coloured pixels, away from
+    the sketch's lines: where people put them).
+    """
     rng = np.random.default_rng((HINT_SEED, index))
+    if placement == "region":
+        return H.region_points(target, sketch, max(POINT_COUNTS), rng)[:count]
     return H.random_points(target, max(POINT_COUNTS), rng)[:count]
 
 
@@ -197,7 +217,9 @@ class Example:
     target: np.ndarray  # (128, 128, 3) uint8
 
     def points(self, setting: HintSetting) -> list[H.PointHint]:
-        return hint_points(self.target, self.index, setting.points) if setting.kind is H.HintKind.POINTS else []
+        if setting.kind is not H.HintKind.POINTS:
+            return []
+        return hint_points(self.target, self.index, setting.points, setting.placement, self.sketch)
 
     def color_hint(self, setting: HintSetting) -> np.ndarray | None:
         """The dense colour image the blur/patches20 encodings read: the target (the study's setting)."""
@@ -600,10 +622,12 @@ def sweep_methods(results: Results) -> tuple[list[str], list[str]]:
     return variants, list(BASELINES)
 
 
-def sweep_summary(results: Results, method: str, count: int, metric: str) -> dict[str, float] | None:
+def sweep_summary(
+    results: Results, method: str, count: int, metric: str, placement: str = "uniform"
+) -> dict[str, float] | None:
     """A method's score with `count` point hints; baselines given no hints are the sketch by definition."""
     by_key = {r.key: r for r in results.rows}
-    setting = HintSetting(H.HintKind.POINTS, count)
+    setting = HintSetting(H.HintKind.POINTS, count, placement if count else "uniform")
     if method in BASELINES and (method == "sketch" or count == 0):
         return results.summary(by_key["sketch@none"], metric)
     row = by_key.get(f"{method}@{setting.label}")
@@ -615,16 +639,15 @@ def sweep_tables(results: Results, metrics: Sequence[str]) -> list[str]:
     if not variants:
         return ["No variant takes point hints; no sweep."]
     lines = []
-    for metric in metrics:
-        cols = ["point hints", *variants, *baselines]
-        lines += [f"**{metric_header(metric)}**", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        for k in POINT_COUNTS:
-            lines.append(
-                "| "
-                + " | ".join([str(k), *[fmt(sweep_summary(results, m, k, metric), metric) for m in cols[1:]]])
-                + " |"
-            )
-        lines.append("")
+    for placement in PLACEMENTS:
+        lines += [f"### {placement.capitalize()} hints", ""]
+        for metric in metrics:
+            cols = [f"{placement} hints", *variants, *baselines]
+            lines += [f"**{metric_header(metric)}**", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+            for k in POINT_COUNTS:
+                cells = [fmt(sweep_summary(results, m, k, metric, placement), metric) for m in cols[1:]]
+                lines.append("| " + " | ".join([str(k), *cells]) + " |")
+            lines.append("")
     return lines
 
 
@@ -647,7 +670,9 @@ def write_report(results: Results, out: Path, info: dict, metrics: Sequence[str]
         f"(the study's setting; the encoding box-blurs it {H.BLUR_KERNEL[0]}x{H.BLUR_KERNEL[1]}); `patches20` gets its "
         f"20 fixed {H.PATCH_SIZE}x{H.PATCH_SIZE} patches of the target; point hints are "
         f"`training.hints.random_points(target, {max(POINT_COUNTS)}, default_rng(({HINT_SEED}, image index)))` "
-        "truncated to the first k, so every method sees the same hints and k hints are a subset of the next count's.",
+        "(*uniform*: anywhere) or `training.hints.region_points(target, sketch, ...)` with the same generator "
+        "(*region*: on coloured pixels at least 2 px from a line, the way people place hints), truncated to the "
+        "first k, so every method sees the same hints and k hints are a subset of the next count's.",
         "- Baselines get exactly those hints (as pixels: hint squares, the 20 patches, or the blurred target "
         "everywhere): `sketch` returns the line art; `nearest_hint` gives each pixel the colour of the nearest "
         "hinted pixel; `levin2004` is Levin, Lischinski & Weiss 2004 (Colorization using Optimization): "
@@ -704,7 +729,7 @@ def write_metrics_json(results: Results, out: Path, info: dict, metrics: Sequenc
             entry["metrics"]["fid"] = {"value": results.fid[row.key], "n": len(results.scores[row.key]["l1"])}
         rows.append(entry)
     payload = {**info, "ssim_params": SSIM_PARAMS, "psnr_cap_db": PSNR_CAP_DB, "hint_seed": HINT_SEED,
-               "point_counts": list(POINT_COUNTS), "rows": rows}  # fmt: skip
+               "point_counts": list(POINT_COUNTS), "placements": list(PLACEMENTS), "rows": rows}  # fmt: skip
     (out / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n")
 
 
@@ -721,35 +746,37 @@ def _plt():
 
 
 def plot_psnr_vs_hints(results: Results, path: Path) -> None:
-    """PSNR against point-hint count for the points variants and the baselines; fixed-hint variants as lines."""
+    """PSNR against point-hint count, one panel per hint placement, for the points variants and the
+    baselines; fixed-hint variants as horizontal lines."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, axes = plt.subplots(1, len(PLACEMENTS), figsize=(7 * len(PLACEMENTS), 4.8), sharey=True)
     variants, baselines = sweep_methods(results)
     styles = {"sketch": ("0.5", "--"), "nearest_hint": ("tab:orange", "-"), "levin2004": ("tab:green", "-")}
-    for method in variants + baselines:
-        pts = [(k, s) for k in POINT_COUNTS if (s := sweep_summary(results, method, k, "psnr"))]
-        if not pts:
-            continue
-        ks = np.array([k for k, _ in pts])
-        mean = np.array([s["mean"] for _, s in pts])
-        se = np.nan_to_num(np.array([s["se"] for _, s in pts]))
-        color, style = styles.get(method, ("tab:blue", "-"))
-        ax.plot(ks, mean, style, marker="o", color=color, lw=2.2 if method in variants else 1.5, label=method)
-        ax.fill_between(ks, mean - se, mean + se, color=color, alpha=0.2, lw=0)
-    fixed = [r for r in results.rows if not r.is_baseline and r.setting.kind is not H.HintKind.POINTS]
-    line_colors = ["tab:red", "tab:purple", "tab:brown", "tab:cyan", "tab:pink", "tab:olive"]
-    for i, row in enumerate(fixed):
-        color = line_colors[i % len(line_colors)]
-        s = results.summary(row, "psnr")
-        ax.axhline(s["mean"], color=color, ls=":", lw=1.5, label=f"{row.method} ({row.setting.description})")
-    ax.set_xscale("symlog", linthresh=1)
-    ax.set_xlim(-0.3, POINT_COUNTS[-1] * 1.2)
-    ax.set_xticks(POINT_COUNTS, [str(k) for k in POINT_COUNTS])
     n = len(results.scores[results.rows[0].key]["psnr"])
-    ax.set(xlabel="point hints (same hints for every method)", ylabel="PSNR (dB) ↑",
-           title=f"PSNR vs hint count, mean ± s.e., n = {n}")  # fmt: skip
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    for ax, placement in zip(np.atleast_1d(axes), PLACEMENTS, strict=True):
+        for method in variants + baselines:
+            pts = [(k, s) for k in POINT_COUNTS if (s := sweep_summary(results, method, k, "psnr", placement))]
+            if not pts:
+                continue
+            ks = np.array([k for k, _ in pts])
+            mean = np.array([s["mean"] for _, s in pts])
+            se = np.nan_to_num(np.array([s["se"] for _, s in pts]))
+            color, style = styles.get(method, ("tab:blue", "-"))
+            ax.plot(ks, mean, style, marker="o", color=color, lw=2.2 if method in variants else 1.5, label=method)
+            ax.fill_between(ks, mean - se, mean + se, color=color, alpha=0.2, lw=0)
+        fixed = [r for r in results.rows if not r.is_baseline and r.setting.kind is not H.HintKind.POINTS]
+        line_colors = ["tab:red", "tab:purple", "tab:brown", "tab:cyan", "tab:pink", "tab:olive"]
+        for i, row in enumerate(fixed):
+            s = results.summary(row, "psnr")
+            ax.axhline(s["mean"], color=line_colors[i % len(line_colors)], ls=":", lw=1.5,
+                       label=f"{row.method} ({row.setting.description})")  # fmt: skip
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlim(-0.3, POINT_COUNTS[-1] * 1.2)
+        ax.set_xticks(POINT_COUNTS, [str(k) for k in POINT_COUNTS])
+        ax.set(xlabel=f"{placement} point hints (same hints for every method)", ylabel="PSNR (dB) ↑",
+               title=f"{placement} hints: PSNR, mean ± s.e., n = {n}")  # fmt: skip
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -794,7 +821,7 @@ def hint_overlay(sketch: np.ndarray, points: Sequence[H.PointHint]) -> np.ndarra
 def plot_samples(results: Results, path: Path) -> None:
     """Rows of sketch | point hints | each variant | the hint baselines | target, at the headline point count."""
     plt = _plt()
-    headline = HintSetting(H.HintKind.POINTS, HEADLINE_POINTS)
+    headline = HintSetting(H.HintKind.POINTS, HEADLINE_POINTS, "region")
     columns = [
         r
         for r in results.rows
@@ -808,7 +835,7 @@ def plot_samples(results: Results, path: Path) -> None:
     for i, example in enumerate(examples):
         panels = [("sketch", H.sketch_rgb(example.sketch))]
         if has_points:
-            panels.append((f"{HEADLINE_POINTS} point hints", hint_overlay(example.sketch, example.points(headline))))
+            panels.append((f"{HEADLINE_POINTS} region hints", hint_overlay(example.sketch, example.points(headline))))
         panels += [(f"{r.method}\n({r.setting.description})", results.samples[r.key][i]) for r in columns]
         panels.append(("target", example.target))
         for ax, (title, image) in zip(axes[i], panels, strict=True):
@@ -829,7 +856,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="Triton model repository")
     parser.add_argument("--variants", nargs="+", metavar="NAME", help="only these variants (default: every one)")
-    parser.add_argument("--data", default="openmoji", help="openmoji | kaggle:DIR | folder:DIR | synthetic")
+    parser.add_argument("--data", nargs="+", default=["openmoji"],
+                        help="data sets, each scored on its own (openmoji illustrations mix kaggle:DIR folder:DIR "
+                        "synthetic); with several, <out>/<data>/ each and a summary in <out>")  # fmt: skip
+    parser.add_argument("--reference", type=Path,
+                        help="metrics.json of older weights on OpenMoji: the no-loss check")  # fmt: skip
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N pairs (0 = all)")
     parser.add_argument("--out", type=Path, default=Path("results/quality"))
@@ -852,12 +883,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    started, cpu_started = time.perf_counter(), time.process_time()
     command = "python -m benchmarks.quality" + (" " + shlex.join(sys.argv[1:] if argv is None else argv)).rstrip()
     variants = discover_variants(args.repository, need_weights=args.gateway is None, only=args.variants)
     if not variants:
         raise SystemExit(f"no exported variants in {args.repository}: export some with `python -m training.export`")
-    split = load_split(args.data, args.split)
+    lpips, lpips_note = load_lpips() if args.lpips else (None, "skipped (--no-lpips)")
+    fid, fid_note = load_fid(args.fid)
+    for source in args.data:  # one folder per data set when there are several, and a summary over them
+        out = args.out / source.replace(":", "_").replace("/", "_") if len(args.data) > 1 else args.out
+        run_one(args, source, out, variants, command, (lpips, lpips_note), (fid, fid_note))
+    if len(args.data) > 1:
+        from benchmarks.quality_summary import write_summary
+
+        write_summary(args.out, args.data, reference=args.reference)
+
+
+def run_one(args, source: str, out: Path, variants: dict, command: str, lpips_pair, fid_pair) -> None:
+    """Score every variant and baseline on one data set's split; write report, metrics and plots to `out`."""
+    (lpips, lpips_note), (fid, fid_note) = lpips_pair, fid_pair
+    started, cpu_started = time.perf_counter(), time.process_time()
+    split = load_split(source, args.split)
     n = min(args.limit, len(split)) if args.limit > 0 else len(split)
     dataset = [split[i] for i in range(n)]
     if args.gateway:
@@ -865,28 +910,27 @@ def main(argv: list[str] | None = None) -> None:
         backend.check(variants)
     else:
         backend = InProcess(args.repository)
-    lpips, lpips_note = load_lpips() if args.lpips else (None, "skipped (--no-lpips)")
-    fid, fid_note = load_fid(args.fid)
     if fid and n < 2:
         fid, fid_note = None, "skipped: FID needs at least 2 images"
     rows = plan_rows(variants)
-    print(f"{len(rows)} rows ({len(variants)} variants + baselines) x {n} images, {backend.name}", file=sys.stderr)
+    print(f"{source}: {len(rows)} rows ({len(variants)} variants + baselines) x {n} images, {backend.name}",
+          file=sys.stderr)  # fmt: skip
 
     results = evaluate(dataset, rows, backend, lpips=lpips, fid=fid, batch=args.batch)
     if isinstance(backend, Gateway):
         backend.close()
 
-    args.out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     metrics = [m for m in METRICS if m != "lpips" or lpips]
-    plot_psnr_vs_hints(results, args.out / "psnr_vs_hints.png")
-    plot_bars(results, args.out / "bars.png", metrics)
-    plot_samples(results, args.out / "samples.png")
+    plot_psnr_vs_hints(results, out / "psnr_vs_hints.png")
+    plot_bars(results, out / "bars.png", metrics)
+    plot_samples(results, out / "samples.png")
     info = {
         "command": command,
         "backend": backend.name,
         "repository": str(args.repository),
         "variants": {name: kind.value for name, kind in variants.items()},
-        "data": args.data,
+        "data": source,
         "split": args.split,
         "n_images": n,
         "limited": n < len(split),
@@ -902,10 +946,10 @@ def main(argv: list[str] | None = None) -> None:
         "cpu_time_s": round(time.process_time() - cpu_started, 1),
         "threads": args.threads,
     }
-    write_metrics_json(results, args.out, info, metrics)
-    write_report(results, args.out, info, metrics)
+    write_metrics_json(results, out, info, metrics)
+    write_report(results, out, info, metrics)
     minutes = info["wall_time_s"] / 60
-    print(f"{n} images, {len(rows)} rows in {minutes:.1f} min -> {args.out / 'report.md'}", file=sys.stderr)
+    print(f"{n} images, {len(rows)} rows in {minutes:.1f} min -> {out / 'report.md'}", file=sys.stderr)
 
 
 if __name__ == "__main__":

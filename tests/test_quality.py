@@ -155,10 +155,26 @@ def test_the_plan_sweeps_point_hints_and_scores_hint_baselines_only_where_there_
     rows = Q.plan_rows(variants)
     keys = [r.key for r in rows]
 
-    assert [k for k in keys if k.startswith("guided@")] == [f"guided@points:{k}" for k in Q.POINT_COUNTS]
+    region = [f"guided@region:{k}" for k in Q.POINT_COUNTS if k]  # 0 hints are scored once, as points:0
+    assert [k for k in keys if k.startswith("guided@")] == [f"guided@points:{k}" for k in Q.POINT_COUNTS] + region
     assert keys.count("sketch@none") == 1
     assert "levin2004@patches20" in keys and "nearest_hint@points:50" in keys
     assert "levin2004@points:0" not in keys and "levin2004@none" not in keys
+    assert "levin2004@region:10" in keys and "nearest_hint@region:1" in keys
+
+
+def test_region_hints_are_fixed_per_image_nested_by_count_and_placed_on_colour_off_the_lines():
+    sketch, target = ring_sketch(), np.full((128, 128, 3), 255, np.uint8)
+    target[40:90, 40:90] = (30, 160, 60)
+
+    ten = Q.hint_points(target, index=3, count=10, placement="region", sketch=sketch)
+
+    assert (
+        ten == Q.hint_points(target, 3, 10, "region", sketch)
+        and Q.hint_points(target, 3, 4, "region", sketch) == ten[:4]
+    )
+    assert all(tuple(target[p.row, p.col]) == (30, 160, 60) and sketch[p.row, p.col] == 255 for p in ten)
+    assert ten != Q.hint_points(target, index=3, count=10)  # uniform hints are another draw
 
 
 # ---------------------------------------------------------------------------------- baselines
