@@ -15,7 +15,7 @@ import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import cv2
 import grpc
@@ -41,6 +41,8 @@ OUTPUT_FORMAT_NAMES = {
     pb.IMAGE_FORMAT_JPEG: "jpeg",
     pb.IMAGE_FORMAT_WEBP: "webp",
 }
+OUTPUT_SIZES = (pb.OUTPUT_SIZE_UNSPECIFIED, pb.OUTPUT_SIZE_MODEL, pb.OUTPUT_SIZE_SKETCH)
+WEBP_MAX_SIDE = 16383  # libwebp cannot write a wider or taller picture
 HINT_KINDS = {  # what a variant's hint encoding accepts, in the API's words
     H.HintKind.NONE: [],
     H.HintKind.POINTS: [pb.HINT_KIND_POINTS],
@@ -195,6 +197,10 @@ class Colorizer(pb_grpc.ColorizerServicer):
         except RequestError as e:
             code = e.code
             await context.abort(e.code, e.message)
+        except Exception as e:  # a bug, not the caller's fault: say so with INTERNAL, not grpc's UNKNOWN
+            log.exception("Colorize failed")
+            code = grpc.StatusCode.INTERNAL
+            await context.abort(code, f"internal error: {type(e).__name__}")
         finally:
             self.metrics.in_flight.dec()
             self.metrics.requests.labels("Colorize", variant_label, code.name).inc()
@@ -209,7 +215,10 @@ class Colorizer(pb_grpc.ColorizerServicer):
             try:
                 response = await self.colorize(request, context.time_remaining())
                 item = pb.ColorizeStreamResponse(request_id=request.request_id, index=index, response=response)
-            except RequestError as e:
+            except Exception as e:  # every item gets its answer, or the stream would never end
+                if not isinstance(e, RequestError):
+                    log.exception("ColorizeStream item %d failed", index)
+                    e = RequestError(grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}")
                 code = e.code
                 error = pb.Error(code=e.code.value[0], message=e.message)
                 item = pb.ColorizeStreamResponse(request_id=request.request_id, index=index, error=error)
@@ -265,6 +274,13 @@ class Colorizer(pb_grpc.ColorizerServicer):
     def resolve_variant(self, request) -> VariantInfo:
         if not request.sketch and not request.variant and not request.hints and not request.color_hint:
             raise invalid("empty request: set at least `sketch` (PNG, JPEG or WebP bytes)")
+        # Enums arrive as any int32 (proto3 keeps unknown values): check them before any work is done.
+        if request.output_format not in OUTPUT_FORMAT_NAMES:
+            raise invalid(f"output_format {request.output_format} is not an ImageFormat: use PNG (1), JPEG (2) or "
+                          "WEBP (3); 0 means PNG")  # fmt: skip
+        if request.output_size not in OUTPUT_SIZES:
+            raise invalid(f"output_size {request.output_size} is not an OutputSize: use MODEL (1) or SKETCH (2); "
+                          "0 means SKETCH")  # fmt: skip
         if not self.serving:
             raise RequestError(grpc.StatusCode.UNAVAILABLE, f"Triton at {self.config.triton_url} is not ready")
         name = request.variant or self.config.default_variant
@@ -318,6 +334,9 @@ def encode_request(request, hint: H.HintKind, limits: Limits) -> tuple[np.ndarra
     -> (generator input (C, 128, 128) float32, the sketch's frame on the model grid, sketch gray).
     CPU-bound: the gateway runs it in a worker thread.
     """
+    if request.output_format == pb.IMAGE_FORMAT_WEBP and request.output_size != pb.OUTPUT_SIZE_MODEL:
+        # The answer has the sketch's size: refuse a sketch WebP cannot hold before decoding it.
+        limits = replace(limits, max_side=min(limits.max_side, WEBP_MAX_SIDE), why="for a WebP answer at its size")
     sketch = imaging.to_gray(imaging.decode_image(request.sketch, "sketch", limits))
     frame = Frame.fit(sketch.shape[1], sketch.shape[0])
     color = None

@@ -42,6 +42,7 @@ class Limits:
     max_pixels: int = 40_000_000  # ~6300x6300
     max_side: int = 16384
     max_hints: int = 512
+    why: str = ""  # said after the limit when it is tighter than the gateway's own (e.g. for WebP)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ def decode_image(data: bytes, what: str, limits: Limits) -> np.ndarray:
         raise invalid(
             f"{what} is {width}x{height} ({width * height / 1e6:.1f} Mpx); the limit is "
             f"{limits.max_pixels / 1e6:.0f} Mpx and {limits.max_side} px a side"
+            + (f" {limits.why}" if limits.why else "")
         )
     try:
         im.load()

@@ -266,6 +266,46 @@ def test_colorize_stream_returns_every_item_and_reports_a_bad_one_in_place(stub)
     assert all(by_id[f"item-{i}"].response.image for i in (0, 1, 3, 4, 5))
 
 
+@pytest.mark.parametrize(("field", "value"), [("output_format", 7), ("output_format", -1), ("output_size", 9)])
+def test_colorize_returns_invalid_argument_for_an_output_enum_value_the_api_does_not_define(stub, field, value):
+    req, _ = request_for("guided", 0)
+    setattr(req, field, value)  # proto3 enums are open: any int32 arrives
+
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Colorize(req, timeout=30)
+
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"{field} {value} is not" in e.value.details()
+
+
+def test_a_webp_answer_at_the_size_of_a_sketch_too_wide_for_webp_is_refused_from_the_header(stub):
+    req, _ = request_for("guided", 0, output_format=pb.IMAGE_FORMAT_WEBP)
+    req.output_size = pb.OUTPUT_SIZE_SKETCH
+    req.sketch = png_header_only(16384, 8)  # within the gateway's own 16384-px limit, not within WebP's
+
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Colorize(req, timeout=30)
+
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "16383 px a side for a WebP answer" in e.value.details()
+    req.output_format = pb.IMAGE_FORMAT_PNG  # PNG holds it: the same header passes the limit (and fails decoding)
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Colorize(req, timeout=30)
+    assert "WebP" not in e.value.details() and "could not be decoded" in e.value.details()
+
+
+def test_colorize_stream_answers_an_item_with_an_unknown_output_format_and_ends(stub):
+    reqs = [request_for("guided", i, request_id=f"item-{i}")[0] for i in range(3)]
+    reqs[1].output_format = 7
+
+    items = list(stub.ColorizeStream(iter(reqs), timeout=60))  # the stream used to hang here
+
+    by_id = {i.request_id: i for i in items}
+    assert sorted(by_id) == ["item-0", "item-1", "item-2"]
+    assert by_id["item-1"].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert by_id["item-0"].response.image and by_id["item-2"].response.image
+
+
 def test_cli_colours_a_file_with_a_hint(stack, tmp_path):
     sketch, _ = PAIRS[0]
     src, out = tmp_path / "s.png", tmp_path / "o.png"
