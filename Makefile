@@ -32,8 +32,11 @@ test: setup
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
+# OpenMoji (npm pack, ~10 s) and the illustrations (apt-get download + npm pack, ~830 MB of
+# packages, ~6 min): the `mix` the shipped weights are trained on. Cached under data/.
 data: setup
 	$(BIN)/python -m training.data prepare-openmoji
+	$(BIN)/python -m training.data prepare-illustrations
 
 clean:
 	rm -rf $(VENV) service/_generated

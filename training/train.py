@@ -35,7 +35,7 @@ from training.variants import VARIANTS, Variant
 @dataclass(frozen=True)
 class TrainConfig:
     variant: str = "guided"
-    data: str = "openmoji"
+    data: str = "mix"  # OpenMoji + the illustrations (what the shipped weights are trained on)
     out_dir: str = "runs/guided"
     width: int = 16  # generator width; 64 is the study's
     d_width: int = 0  # discriminator width; 0 = same as the generator
@@ -378,7 +378,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     defaults = TrainConfig()
     parser.add_argument("--variant", choices=sorted(VARIANTS), default=defaults.variant)
-    parser.add_argument("--data", default=defaults.data, help="openmoji | kaggle:DIR | folder:DIR | synthetic")
+    parser.add_argument("--data", default=defaults.data,
+                        help="mix | openmoji | illustrations | kaggle:DIR | folder:DIR | synthetic")  # fmt: skip
     parser.add_argument("--out-dir", help="default: runs/<variant>")
     for name in ("width", "d_width", "epochs", "batch_size", "seed", "max_steps", "checkpoint_every",
                  "sample_every", "val_hints", "max_val", "threads"):  # fmt: skip
