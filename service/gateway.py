@@ -187,9 +187,14 @@ class Colorizer(pb_grpc.ColorizerServicer):
             default_variant=self.config.default_variant,
         )
 
+    def variant_label(self, request) -> str:
+        """The metrics label: a served variant's name, else "unknown" (a made-up name must not mint a series)."""
+        name = request.variant or self.config.default_variant
+        return name if name in self.variants else "unknown"
+
     async def Colorize(self, request, context):
         start = time.perf_counter()
-        variant_label = request.variant or self.config.default_variant
+        variant_label = self.variant_label(request)
         code = grpc.StatusCode.OK
         self.metrics.in_flight.inc()
         try:
@@ -223,10 +228,8 @@ class Colorizer(pb_grpc.ColorizerServicer):
                 error = pb.Error(code=e.code.value[0], message=e.message)
                 item = pb.ColorizeStreamResponse(request_id=request.request_id, index=index, error=error)
             finally:
-                gate.release()
                 self.metrics.in_flight.dec()
-            variant = request.variant or self.config.default_variant
-            self.metrics.requests.labels("ColorizeStream", variant, code.name).inc()
+            self.metrics.requests.labels("ColorizeStream", self.variant_label(request), code.name).inc()
             await results.put(item)
 
         async def read() -> int:
@@ -243,6 +246,9 @@ class Colorizer(pb_grpc.ColorizerServicer):
         try:
             while (item := await results.get()) is not None:
                 yield item
+                # An item's slot frees once its answer is handed to grpc, not when it is computed: a client
+                # that sends but does not read holds at most stream_concurrency answers in the gateway.
+                gate.release()
             await reader
         finally:
             reader.cancel()

@@ -12,6 +12,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import cv2
 import grpc
 import numpy as np
 import pytest
@@ -360,6 +361,43 @@ def test_metrics_endpoint_counts_calls_by_rpc_variant_and_code(stack, stub):
     text = urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=5).read().decode()
     assert 'sketch2color_requests_total{code="INVALID_ARGUMENT",rpc="Colorize",variant="guided"}' in text
     assert "sketch2color_stage_seconds_bucket" in text and "sketch2color_in_flight" in text
+
+
+def metric_value(stack, sample: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_made_up_variant_names_are_counted_as_unknown_not_as_new_series(stack, stub):
+    for i in range(3):
+        with pytest.raises(grpc.RpcError):
+            stub.Colorize(pb.ColorizeRequest(sketch=png(PAIRS[0][0]), variant=f"made-up-{i}-" + "x" * 500), timeout=10)
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=5).read().decode()
+    assert "made-up" not in text
+    assert metric_value(stack, 'sketch2color_requests_total{code="NOT_FOUND",rpc="Colorize",variant="unknown"}') >= 3
+
+
+def test_a_stream_whose_client_does_not_read_stops_computing_after_a_bounded_number_of_answers(stack):
+    sample = 'sketch2color_requests_total{code="OK",rpc="ColorizeStream",variant="unet_l1"}'
+    before = metric_value(stack, sample)
+    big = png(cv2.resize(PAIRS[3][0], (768, 768), interpolation=cv2.INTER_NEAREST))  # answers of ~0.1-1 MB each
+    reqs = [pb.ColorizeRequest(sketch=big, variant="unet_l1", request_id=str(i)) for i in range(60)]
+    with grpc.insecure_channel(stack.address) as channel:
+        call = pb_grpc.ColorizerStub(channel).ColorizeStream(iter(reqs), timeout=120)  # sends all, reads nothing
+        done, last = 0.0, -1.0
+        for _ in range(60):  # until the gateway stops making progress
+            time.sleep(0.5)
+            done = metric_value(stack, sample) - before
+            if done == last and done > 0:
+                break
+            last = done
+        call.cancel()
+    # 16 in flight (--stream-concurrency) plus what the transport's windows hold: far fewer than 60.
+    assert 0 < done <= 40, done
 
 
 # ---------------------------------------------------------------------------------- bad input
