@@ -33,9 +33,9 @@ from pathlib import Path
 
 PARTS = {"environment": 20, "forward": 70, "train_loop": 110, "serving": 150}  # seconds each
 QUICK = {"batches": (1, 4), "widths": (4,), "loop_widths": (4,), "loop_steps": 2, "concurrency": (1, 4),
-         "duration": 1.0}  # fmt: skip
+         "duration": 1.0, "min_calls": 1, "call_seconds": 0.0}  # fmt: skip
 FULL = {"batches": (1, 32, 256), "widths": (16, 64), "loop_widths": (16, 64), "loop_steps": 20,
-        "concurrency": (1, 16, 64), "duration": 5.0}  # fmt: skip
+        "concurrency": (1, 16, 64), "duration": 5.0, "min_calls": 5, "call_seconds": 0.5}  # fmt: skip
 PARITY_TOLERANCE = 1 / 255 * 2  # on [-1, 1], i.e. 1/255 of the [0, 1] range per pixel
 
 
@@ -91,7 +91,8 @@ def part_forward(out: Path, args) -> dict:
                 row = {"net": name, "dtype": str(dtype).removeprefix("torch."), "batch": batch}
                 try:
                     x = torch.rand(batch, channels, 128, 128, device=device, dtype=dtype) * 2 - 1
-                    row["img_s"] = batch / time_call(lambda net=net, x=x: net(x), device)
+                    seconds = time_call(lambda net=net, x=x: net(x), device, args.min_calls, args.call_seconds)
+                    row["img_s"] = batch / seconds
                 except Exception as e:  # noqa: BLE001 - e.g. an export that allows fewer than 256
                     row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
                 rows.append(row)
@@ -104,7 +105,7 @@ def time_call(fn, device, min_calls: int = 5, seconds: float = 0.5) -> float:
     import torch
 
     with torch.inference_mode():
-        for _ in range(2):
+        for _ in range(2 if min_calls > 1 else 1):
             fn()
         times, stop = [], time.perf_counter() + seconds
         while len(times) < min_calls or time.perf_counter() < stop:
