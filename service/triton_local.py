@@ -87,6 +87,9 @@ def start_triton(
     """
     ports = ports or free_ports()
     backends = prepare_backend()
+    # Each server's Python-backend shared memory gets a prefix of its own, so stop_triton can remove
+    # exactly its regions when the stubs die without cleaning up.
+    shm_prefix = f"sketch2color_{os.getpid()}_{ports.grpc}_"
     cmd = [
         str(triton_home() / "bin" / "tritonserver"),
         f"--model-repository={Path(model_repository).resolve()}",
@@ -97,12 +100,14 @@ def start_triton(
         "--http-address=127.0.0.1",
         "--grpc-address=127.0.0.1",
         "--log-verbose=0",
+        f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
         *extra_args,
     ]
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen(
         cmd, env=triton_env(torch_threads), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
     )
+    proc.shm_prefix = shm_prefix  # for stop_triton
     return proc, ports
 
 
@@ -124,6 +129,8 @@ def wait_ready(ports: TritonPorts, proc: subprocess.Popen | None = None, timeout
 
 
 def stop_triton(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Stop tritonserver, then everything left of it: the Python backend's stub processes (Triton was
+    started in a session of its own, whose process group they share) and their shared memory."""
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -131,6 +138,14 @@ def stop_triton(proc: subprocess.Popen, timeout: float = 30.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # stubs outlive a killed server (and hold ~0.4 GB each)
+    except (ProcessLookupError, PermissionError):
+        pass  # nothing of it is left
+    prefix = getattr(proc, "shm_prefix", None)
+    if prefix:
+        for region in Path("/dev/shm").glob(f"{prefix}*"):
+            region.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------- Triton + gateway
