@@ -22,6 +22,7 @@ import grpc
 import numpy as np
 import prometheus_client as prom
 import tritonclient.grpc.aio as triton_aio
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from tritonclient.grpc import InferInput, InferRequestedOutput
@@ -189,6 +190,8 @@ class Colorizer(pb_grpc.ColorizerServicer):
 
     def variant_label(self, request) -> str:
         """The metrics label: a served variant's name, else "unknown" (a made-up name must not mint a series)."""
+        if isinstance(request, Undecodable):
+            return "unknown"
         name = request.variant or self.config.default_variant
         return name if name in self.variants else "unknown"
 
@@ -257,6 +260,8 @@ class Colorizer(pb_grpc.ColorizerServicer):
 
     async def colorize(self, request, time_remaining: float | None) -> pb.ColorizeResponse:
         t0 = time.perf_counter()
+        if isinstance(request, Undecodable):
+            raise invalid(f"the request is not a serialized sketch2color.v1.ColorizeRequest: {request.error}")
         if time_remaining is not None and time_remaining <= 0:
             raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the request was read")
         variant = self.resolve_variant(request)
@@ -334,6 +339,43 @@ class Colorizer(pb_grpc.ColorizerServicer):
         return data, mime, out.shape[1], out.shape[0]
 
 
+class Undecodable:
+    """Request bytes that do not parse: the RPC answers INVALID_ARGUMENT with the parser's message
+    (grpc itself would answer UNKNOWN and log a traceback per call)."""
+
+    variant = request_id = ""
+
+    def __init__(self, error: str):
+        self.error = error
+
+
+def lenient(parse):
+    def parse_or_mark(data: bytes):
+        try:
+            return parse(data)
+        except DecodeError as e:
+            return Undecodable(str(e) or "malformed protobuf")
+
+    return parse_or_mark
+
+
+def add_colorizer(servicer: Colorizer, server) -> None:
+    """The generated add_ColorizerServicer_to_server, with request parsing that cannot fail."""
+    handlers = {
+        "Colorize": grpc.unary_unary_rpc_method_handler(
+            servicer.Colorize, request_deserializer=lenient(pb.ColorizeRequest.FromString),
+            response_serializer=pb.ColorizeResponse.SerializeToString),
+        "ColorizeStream": grpc.stream_stream_rpc_method_handler(
+            servicer.ColorizeStream, request_deserializer=lenient(pb.ColorizeRequest.FromString),
+            response_serializer=pb.ColorizeStreamResponse.SerializeToString),
+        "ListVariants": grpc.unary_unary_rpc_method_handler(
+            servicer.ListVariants, request_deserializer=lenient(pb.ListVariantsRequest.FromString),
+            response_serializer=pb.ListVariantsResponse.SerializeToString),
+    }  # fmt: skip
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
 def encode_request(request, hint: H.HintKind, limits: Limits) -> tuple[np.ndarray, Frame, np.ndarray]:
     """Decode, validate and encode a request with the training module's encoder.
 
@@ -387,7 +429,7 @@ async def serve(config: GatewayConfig, ready: asyncio.Event | None = None, stop:
     server = grpc.aio.server(
         options=[("grpc.max_receive_message_length", max_bytes), ("grpc.max_send_message_length", max_bytes)]
     )
-    pb_grpc.add_ColorizerServicer_to_server(servicer, server)
+    add_colorizer(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(servicer.health, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server

@@ -381,6 +381,34 @@ def test_made_up_variant_names_are_counted_as_unknown_not_as_new_series(stack, s
     assert metric_value(stack, 'sketch2color_requests_total{code="NOT_FOUND",rpc="Colorize",variant="unknown"}') >= 3
 
 
+@pytest.mark.parametrize("payload", [b"\xff\xff\xff\xff", b"\x0a\x64abc", b"\x12\x05\x80"])
+def test_bytes_that_are_not_a_colorize_request_get_invalid_argument_and_are_counted(stack, payload):
+    sample = 'sketch2color_requests_total{code="INVALID_ARGUMENT",rpc="Colorize",variant="unknown"}'
+    before = metric_value(stack, sample)
+    with grpc.insecure_channel(stack.address) as channel:
+        raw = channel.unary_unary(f"/{SERVICE_NAME}/Colorize", request_serializer=lambda b: b,
+                                  response_deserializer=lambda b: b)  # fmt: skip
+        with pytest.raises(grpc.RpcError) as e:
+            raw(payload, timeout=10)
+
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a serialized sketch2color.v1.ColorizeRequest" in e.value.details()
+    assert metric_value(stack, sample) == before + 1
+
+
+def test_an_undecodable_stream_item_gets_its_error_and_the_others_their_images(stack):
+    good = request_for("guided", 0)[0].SerializeToString()
+    with grpc.insecure_channel(stack.address) as channel:
+        raw = channel.stream_stream(f"/{SERVICE_NAME}/ColorizeStream", request_serializer=lambda b: b,
+                                    response_deserializer=pb.ColorizeStreamResponse.FromString)  # fmt: skip
+        items = list(raw(iter([good, b"\xff\xff\xff", good]), timeout=60))
+
+    by_index = {i.index: i for i in items}
+    assert sorted(by_index) == [0, 1, 2]
+    assert by_index[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert by_index[0].response.image and by_index[2].response.image
+
+
 def test_a_stream_whose_client_does_not_read_stops_computing_after_a_bounded_number_of_answers(stack):
     sample = 'sketch2color_requests_total{code="OK",rpc="ColorizeStream",variant="unet_l1"}'
     before = metric_value(stack, sample)
