@@ -22,6 +22,7 @@ Image.MAX_IMAGE_PIXELS = None
 ACCEPTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP", "MPO": "JPEG"}  # MPO: multi-frame JPEG
 DEFAULT_HINT_SIZE = 5
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_MIN_PIXELS_PER_BYTE = 1024  # see decode_image: a JPEG holds at most 512 pixels per byte
 OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
 
 
@@ -119,6 +120,14 @@ def decode_image(data: bytes, what: str, limits: Limits) -> np.ndarray:
             f"{what} is {width}x{height} ({width * height / 1e6:.1f} Mpx); the limit is "
             f"{limits.max_pixels / 1e6:.0f} Mpx and {limits.max_side} px a side"
             + (f" {limits.why}" if limits.why else "")
+        )
+    if im.format in ("JPEG", "MPO") and len(data) < width * height / JPEG_MIN_PIXELS_PER_BYTE:
+        # libjpeg fills missing data with gray and only warns: a forged header would make the gateway
+        # decode, colour and encode a huge picture of filler. Every 8x8 block of a JPEG costs at least
+        # one bit (its DC code), so a real one has at least width*height/512 bytes; the bound is half that.
+        raise invalid(
+            f"{what} claims to be a {width}x{height} JPEG but has {len(data)} bytes, fewer than any JPEG of that "
+            f"size needs ({width * height / JPEG_MIN_PIXELS_PER_BYTE:.0f}): truncated, or a forged header"
         )
     try:
         im.load()

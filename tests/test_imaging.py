@@ -1,0 +1,41 @@
+"""service.imaging: decoding refuses what would make the gateway work hard for nothing."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.imaging import Limits, RequestError, decode_image
+
+
+def jpeg(image: Image.Image, **options) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", **options)
+    return buf.getvalue()
+
+
+def forge_size(data: bytes, width: int, height: int) -> bytes:
+    """The JPEG with its frame header (SOF0) claiming width x height."""
+    at = data.find(b"\xff\xc0")
+    return data[: at + 5] + struct.pack(">HH", height, width) + data[at + 9 :]
+
+
+def test_a_tiny_jpeg_whose_header_claims_6300x6300_is_refused_before_decoding():
+    forged = forge_size(jpeg(Image.fromarray(np.full((8, 8, 3), 200, np.uint8))), 6300, 6300)
+    assert len(forged) < 1000 and Image.open(io.BytesIO(forged)).size == (6300, 6300)
+
+    with pytest.raises(RequestError, match="claims to be a 6300x6300 JPEG but has"):
+        decode_image(forged, "sketch", Limits())
+
+
+@pytest.mark.parametrize("options", [{}, {"progressive": True, "optimize": True, "quality": 5}])
+def test_the_most_compressible_real_jpeg_of_a_large_size_still_decodes(options):
+    data = jpeg(Image.new("L", (2000, 1500), 255), **options)  # flat white: as small as a JPEG gets
+
+    image = decode_image(data, "sketch", Limits())
+
+    assert image.shape == (1500, 2000, 3) and image.min() >= 240  # quality 5 shifts white a little
