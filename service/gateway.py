@@ -205,6 +205,11 @@ class Colorizer(pb_grpc.ColorizerServicer):
         except RequestError as e:
             code = e.code
             await context.abort(e.code, e.message)
+        except asyncio.CancelledError:  # the caller went away, or its deadline passed mid-call
+            remaining = context.time_remaining()
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if remaining is not None and remaining <= 0 else (
+                grpc.StatusCode.CANCELLED)  # fmt: skip
+            raise
         except Exception as e:  # a bug, not the caller's fault: say so with INTERNAL, not grpc's UNKNOWN
             log.exception("Colorize failed")
             code = grpc.StatusCode.INTERNAL
@@ -273,6 +278,11 @@ class Colorizer(pb_grpc.ColorizerServicer):
         t2 = time.perf_counter()
         image, mime, width, height = await loop.run_in_executor(self.pool, self.finish, request, output, frame, sketch)
         t3 = time.perf_counter()
+        limit = (self.config.max_message_mb << 20) - 4096  # room for the response's other fields
+        if len(image) > limit:  # grpc would fail the send after the fact, and the call would look like an OK
+            size, cap = len(image) / 2**20, self.config.max_message_mb
+            message = f"the {width}x{height} {mime} answer is {size:.1f} MB, over the {cap} MB message limit"
+            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, message + ": ask for JPEG or OUTPUT_SIZE_MODEL")
         self.metrics.stage.labels("triton", variant.name).observe(t2 - t1)
         self.metrics.stage.labels("gateway", variant.name).observe((t1 - t0) + (t3 - t2))
         return pb.ColorizeResponse(

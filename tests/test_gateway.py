@@ -409,6 +409,41 @@ def test_an_undecodable_stream_item_gets_its_error_and_the_others_their_images(s
     assert by_index[0].response.image and by_index[2].response.image
 
 
+def big_sketch(side: int) -> bytes:
+    sketch = np.full((side, side), 255, np.uint8)
+    for k in range(0, side, 11):  # dense lines: the answer's PNG cannot compress much
+        cv2.line(sketch, (k, 0), (side - 1 - k, side - 1), 0, 2)
+    return png(sketch)
+
+
+def test_an_answer_over_the_message_limit_is_resource_exhausted_and_counted_so(stack, stub):
+    sample = 'sketch2color_requests_total{code="RESOURCE_EXHAUSTED",rpc="Colorize",variant="unet_l1"}'
+    before = metric_value(stack, sample)
+    req = pb.ColorizeRequest(sketch=big_sketch(5000), variant="unet_l1", output_format=pb.IMAGE_FORMAT_PNG)
+    assert len(req.SerializeToString()) < 8 << 20  # the request fits the tests' 8 MB limit; its answer does not
+
+    with grpc.insecure_channel(stack.address, options=[("grpc.max_receive_message_length", 64 << 20)]) as channel:
+        with pytest.raises(grpc.RpcError) as e:
+            pb_grpc.ColorizerStub(channel).Colorize(req, timeout=120)
+
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "message limit" in e.value.details()
+    assert metric_value(stack, sample) == before + 1
+
+
+def test_a_call_the_client_cancels_is_counted_as_cancelled_not_ok(stack, stub):
+    sample = 'sketch2color_requests_total{code="CANCELLED",rpc="Colorize",variant="unet_l1"}'
+    before = metric_value(stack, sample)
+    call = stub.Colorize.future(pb.ColorizeRequest(sketch=big_sketch(4000), variant="unet_l1"), timeout=120)
+    time.sleep(0.3)  # the gateway is decoding the 16 Mpx sketch
+    call.cancel()
+
+    for _ in range(50):
+        if metric_value(stack, sample) > before:
+            break
+        time.sleep(0.1)
+    assert metric_value(stack, sample) == before + 1
+
+
 def test_a_stream_whose_client_does_not_read_stops_computing_after_a_bounded_number_of_answers(stack):
     sample = 'sketch2color_requests_total{code="OK",rpc="ColorizeStream",variant="unet_l1"}'
     before = metric_value(stack, sample)
