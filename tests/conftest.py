@@ -36,6 +36,7 @@ def tiny_train_config() -> Callable[..., TrainConfig]:
             epochs=1,
             max_steps=1,
             max_val=8,
+            bn_batches=2,
             device="cpu",
             threads=1,  # the test machine is small and shared; one thread is the fastest
         )

@@ -42,15 +42,18 @@ class ExportInfo:
     sha256: str
 
 
-def load_generator(checkpoint: Path | str, half_weights: bool = False) -> tuple[UNet, dict]:
+def load_generator(
+    checkpoint: Path | str, half_weights: bool = False, use_eval_state: bool = True
+) -> tuple[UNet, dict]:
     """The generator of a checkpoint, in eval mode, rebuilt from the checkpoint alone.
 
-    half_weights rounds the weights through float16, as export stores them, so the result is
-    the network Triton serves.
+    With use_eval_state, the weights with batch-norm statistics measured over many batches
+    (``G_eval``, `training.calibrate`) where the checkpoint has them. half_weights rounds the
+    weights through float16, as export stores them, so the result is the network Triton serves.
     """
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     generator = UNet(UNetConfig(**ckpt["generator_config"]))
-    generator.load_state_dict(ckpt["G"])
+    generator.load_state_dict(ckpt["G_eval"] if use_eval_state and ckpt.get("G_eval") else ckpt["G"])
     if half_weights:
         generator.half().float()
     return generator.eval(), ckpt

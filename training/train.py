@@ -25,6 +25,7 @@ from torch import nn
 
 from training import hints as H
 from training.batches import Batch, BatchMaker, batch_generator
+from training.calibrate import BN_BATCHES, calibrate_batchnorm
 from training.data import load_split
 from training.metrics import psnr_uint8
 from training.networks import PatchDiscriminator, StudyDiscriminator, UNet, UNetConfig
@@ -54,6 +55,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU
     threads: int = 0  # torch CPU threads (0 = torch's default)
+    bn_batches: int = BN_BATCHES  # batches the evaluated/exported batch-norm statistics average over
     init_from: str = ""  # a new run's generator starts from these weights: a last.pt or an exported .pt2
     dry_run: bool = False
 
@@ -124,6 +126,7 @@ def save_checkpoint(path: Path, cfg: TrainConfig, models: Models, step: int, epo
         "generator_config": asdict(cfg.generator_config()),
         "variant": asdict(VARIANTS[cfg.variant]),
         "G": _unwrap(models.generator).state_dict(),
+        "G_eval": models.eval_state,  # what export takes: see training.calibrate
         "D": _unwrap(models.discriminator).state_dict() if models.discriminator is not None else None,
         "opt_G": models.opt_g.state_dict(),
         "opt_D": models.opt_d.state_dict() if models.opt_d is not None else None,
@@ -183,6 +186,7 @@ class Models:
     discriminator: nn.Module | None
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer | None
+    eval_state: dict | None = None  # the generator with calibrated batch-norm statistics, at the last evaluation
 
 
 def build_training(cfg: TrainConfig, device: torch.device) -> Models:
@@ -208,6 +212,7 @@ def load_checkpoint(path: Path, cfg: TrainConfig, models: Models, device: torch.
     if models.discriminator is not None:
         models.discriminator.load_state_dict(ckpt["D"])
         models.opt_d.load_state_dict(ckpt["opt_D"])
+    models.eval_state = ckpt.get("G_eval")
     return ckpt["step"], History(**ckpt["history"])
 
 
@@ -259,11 +264,13 @@ def gan_step(models: Models, variant: Variant, batch: Batch, step: int, use_amp:
     return losses
 
 
-def end_of_epoch(cfg: TrainConfig, models: Models, val_set, history: History, step: int, steps_per_epoch: int,
-                 device: torch.device, last: bool) -> dict:  # fmt: skip
-    """Validation metrics, the loss curves and (every sample_every epochs) a sample grid."""
+def end_of_epoch(cfg: TrainConfig, models: Models, make_batch: BatchMaker, val_set, history: History, step: int,
+                 steps_per_epoch: int, device: torch.device, last: bool) -> dict:  # fmt: skip
+    """Validation metrics, the loss curves and (every sample_every epochs) a sample grid, all from a
+    copy of the generator with batch-norm statistics measured over many batches (`training.calibrate`)."""
     variant, out = VARIANTS[cfg.variant], Path(cfg.out_dir)
-    generator = _unwrap(models.generator)
+    generator = calibrate_batchnorm(_unwrap(models.generator), make_batch, cfg.bn_batches, cfg.batch_size, cfg.seed)
+    models.eval_state = generator.state_dict()
     metrics = evaluate(generator, validation_batches(val_set, variant, cfg), device)
     metrics.update(epoch=step / steps_per_epoch, step=step)
     history.val.append(metrics)
@@ -336,7 +343,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict:
         epoch_done = step % steps_per_epoch == 0
         last = step == total_steps or time.perf_counter() >= deadline
         if proc.is_main and (epoch_done or last):
-            metrics = end_of_epoch(cfg, models, val_set, history, step, steps_per_epoch, proc.device, last)
+            metrics = end_of_epoch(cfg, models, make_batch, val_set, history, step, steps_per_epoch, proc.device, last)
             bar.write(f"epoch {metrics['epoch']:.2f}: val L1 {metrics['val_l1']:.4f} PSNR {metrics['val_psnr']:.2f} dB")
         history.wall_time_s += time.perf_counter() - t0
         if proc.is_main and (epoch_done or last or step % cfg.checkpoint_every == 0):
@@ -382,7 +389,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
                         help="mix | openmoji | illustrations | kaggle:DIR | folder:DIR | synthetic")  # fmt: skip
     parser.add_argument("--out-dir", help="default: runs/<variant>")
     for name in ("width", "d_width", "epochs", "batch_size", "seed", "max_steps", "checkpoint_every",
-                 "sample_every", "val_hints", "max_val", "threads"):  # fmt: skip
+                 "sample_every", "val_hints", "max_val", "threads", "bn_batches"):  # fmt: skip
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--max-minutes", type=float, default=0.0, help="stop (resumably) after this many minutes")
@@ -397,7 +404,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     resume = args.pop("resume")
     args["out_dir"] = args["out_dir"] or f"runs/{args['variant']}"
     if args["dry_run"]:
-        args.update(width=min(args["width"], 4), epochs=1, max_steps=args["max_steps"] or 3, batch_size=4, max_val=8)
+        args.update(width=min(args["width"], 4), epochs=1, max_steps=args["max_steps"] or 3, batch_size=4, max_val=8,
+                    bn_batches=2)  # fmt: skip
     return TrainConfig(**args), resume
 
 
