@@ -9,7 +9,8 @@ over `BN_BATCHES` training batches (what torch does with ``momentum=None``); the
 generator itself is left alone, so a resumed run stays bit-identical.
 
 ``python -m training.calibrate runs/guided/last.pt`` does it for a finished checkpoint (stored
-as ``G_eval``, which export prefers) and prints the validation score before and after.
+as ``G_eval``, which export prefers), prints the validation score before and after, and draws
+``samples/calibrated.png``.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def calibrate_batchnorm(generator: nn.Module, make_batch: BatchMaker, batches: i
 def main(argv: list[str] | None = None) -> None:
     from training.data import load_split
     from training.export import load_generator
+    from training.plots import save_sample_grid
     from training.train import TrainConfig, evaluate, validation_batches
     from training.variants import VARIANTS
 
@@ -74,6 +76,9 @@ def main(argv: list[str] | None = None) -> None:
         calibrated = calibrate_batchnorm(generator, make_batch, args.batches, cfg.batch_size, cfg.seed)
         after = evaluate(calibrated, validation_batches(val, variant, cfg), torch.device("cpu"))
         ckpt["G_eval"] = calibrated.state_dict()
+        samples = Path(path).parent / "samples" / "calibrated.png"
+        samples.parent.mkdir(parents=True, exist_ok=True)
+        save_sample_grid(calibrated, val, variant, cfg, torch.device("cpu"), samples)
         ckpt["history"]["val"].append({**after, "epoch": ckpt["epoch"], "step": ckpt["step"], "calibrated": True})
         tmp = f"{path}.tmp"
         torch.save(ckpt, tmp)
