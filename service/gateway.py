@@ -28,7 +28,7 @@ from grpc_reflection.v1alpha import reflection
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
-from service import imaging
+from service import imaging, security
 from service.api import SERVICE_NAME, pb, pb_grpc
 from service.imaging import Frame, Limits, RawHint, RequestError, invalid
 from training import hints as H
@@ -69,6 +69,13 @@ class GatewayConfig:
     health_interval_s: float = 1.0
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
+    max_in_flight: int = 256  # items being worked on at once; beyond it new work gets RESOURCE_EXHAUSTED (0 = no bound)
+    tls_cert: str = ""  # PEM; with tls_key the port speaks TLS only (service/security.py)
+    tls_key: str = ""
+    tls_client_ca: str = ""  # PEM CA: mutual TLS, clients must present a certificate it signed
+    auth_tokens_file: str = ""  # one bearer token per line; calls must carry one
+    auth_tokens: str = ""  # comma-separated tokens (best from the environment, SKETCH2COLOR_AUTH_TOKENS)
+    auth_exempt: str = "health,reflection"  # services open without a token ("" = none)
 
     @property
     def limits(self) -> Limits:
@@ -106,6 +113,7 @@ class Colorizer(pb_grpc.ColorizerServicer):
         self.limits = config.limits
         self.pool = ThreadPoolExecutor(config.workers, thread_name_prefix="imaging")
         self.metrics = Metrics(registry or prom.CollectorRegistry())
+        self.working = 0  # requests (and stream items) between admission and answer
         # One channel for the process; reconnect quickly when Triton comes back.
         self.triton = triton_aio.InferenceServerClient(
             config.triton_url,
@@ -264,6 +272,17 @@ class Colorizer(pb_grpc.ColorizerServicer):
     # ------------------------------------------------------------------ the work
 
     async def colorize(self, request, time_remaining: float | None) -> pb.ColorizeResponse:
+        limit = self.config.max_in_flight
+        if limit and self.working >= limit:  # refuse at once: a queue past this only grows until deadlines expire
+            message = f"the gateway is at its limit of {limit} requests in flight: retry with backoff"
+            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+        self.working += 1
+        try:
+            return await self._colorize(request, time_remaining)
+        finally:
+            self.working -= 1
+
+    async def _colorize(self, request, time_remaining: float | None) -> pb.ColorizeResponse:
         t0 = time.perf_counter()
         if isinstance(request, Undecodable):
             raise invalid(f"the request is not a serialized sketch2color.v1.ColorizeRequest: {request.error}")
@@ -436,8 +455,11 @@ async def serve(config: GatewayConfig, ready: asyncio.Event | None = None, stop:
     registry = prom.CollectorRegistry()
     servicer = Colorizer(config, registry)
     max_bytes = config.max_message_mb << 20
+    tokens = security.read_tokens(config.auth_tokens_file, config.auth_tokens)
+    interceptors = [security.BearerTokenAuth(tokens, security.exempt_services(config.auth_exempt))] if tokens else []
     server = grpc.aio.server(
-        options=[("grpc.max_receive_message_length", max_bytes), ("grpc.max_send_message_length", max_bytes)]
+        interceptors=interceptors,
+        options=[("grpc.max_receive_message_length", max_bytes), ("grpc.max_send_message_length", max_bytes)],
     )
     add_colorizer(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(servicer.health, server)
@@ -445,14 +467,25 @@ async def serve(config: GatewayConfig, ready: asyncio.Event | None = None, stop:
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
     )
     address = f"{config.host}:{config.port}"
-    if server.add_insecure_port(address) == 0:
+    if bool(config.tls_cert) != bool(config.tls_key):
+        raise SystemExit("--tls-cert and --tls-key go together")
+    if config.tls_client_ca and not config.tls_cert:
+        raise SystemExit("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+    if config.tls_cert:
+        port = server.add_secure_port(address, security.server_credentials(config.tls_cert, config.tls_key,
+                                                                            config.tls_client_ca))  # fmt: skip
+    else:
+        port = server.add_insecure_port(address)
+    if port == 0:
         raise SystemExit(f"cannot listen on {address}")
     if config.metrics_port:
         prom.start_http_server(config.metrics_port, addr=config.host, registry=registry)
     await servicer.refresh()
     await server.start()
     watcher = asyncio.create_task(servicer.watch_triton())
-    log.info("gateway on %s -> Triton %s (%s); metrics on :%s", address, config.triton_url,
+    log.info("gateway on %s (%s%s) -> Triton %s (%s); metrics on :%s", address,
+             "mutual TLS" if config.tls_client_ca else "TLS" if config.tls_cert else "plaintext",
+             f", {len(tokens)} bearer token(s)" if tokens else "", config.triton_url,
              "serving" if servicer.serving else "waiting for Triton", config.metrics_port or "-")  # fmt: skip
 
     stop = stop or asyncio.Event()

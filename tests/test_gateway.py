@@ -25,6 +25,7 @@ from PIL import Image
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
+from service import triton_local
 from service.api import SERVICE_NAME, pb, pb_grpc
 from service.gateway import encode_request
 from service.imaging import Limits
@@ -442,6 +443,36 @@ def test_a_call_the_client_cancels_is_counted_as_cancelled_not_ok(stack, stub):
             break
         time.sleep(0.1)
     assert metric_value(stack, sample) == before + 1
+
+
+def test_beyond_max_in_flight_new_calls_get_resource_exhausted_at_once_and_health_stays_responsive(stack, tmp_path):
+    port = triton_local.free_port()
+    cmd = [sys.executable, "-m", "service.gateway", "--triton-url", stack.ports.grpc_url, "--port", str(port),
+           "--metrics-port", "0", "--max-in-flight", "2", "--max-pixels", "25000000"]  # fmt: skip
+    with open(tmp_path / "gateway.log", "wb") as log:
+        gateway = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        triton_local.wait_serving(f"127.0.0.1:{port}", gateway, timeout=60)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.ColorizerStub(channel)
+            req = pb.ColorizeRequest(sketch=big_sketch(3000), variant="unet_l1", output_format=pb.IMAGE_FORMAT_JPEG)
+            calls = [stub.Colorize.future(req, timeout=120) for _ in range(8)]
+            started = time.monotonic()
+            assert health_status(f"127.0.0.1:{port}") == health_pb2.HealthCheckResponse.SERVING
+            health_s = time.monotonic() - started
+            codes = []
+            for call in calls:
+                try:
+                    call.result()
+                    codes.append(grpc.StatusCode.OK)
+                except grpc.RpcError as e:
+                    codes.append(e.code())
+                    assert "limit of 2 requests in flight" in e.details()
+    finally:
+        assert triton_local.stop_process(gateway) == 0
+    assert codes.count(grpc.StatusCode.OK) >= 2 and codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 1, codes
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert health_s < 5
 
 
 def test_a_stream_whose_client_does_not_read_stops_computing_after_a_bounded_number_of_answers(stack):
