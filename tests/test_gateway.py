@@ -481,8 +481,8 @@ def test_beyond_max_in_flight_new_calls_get_resource_exhausted_at_once_and_healt
 def test_a_stream_whose_client_does_not_read_stops_computing_after_a_bounded_number_of_answers(stack):
     sample = 'sketch2color_requests_total{code="OK",rpc="ColorizeStream",variant="unet_l1"}'
     before = metric_value(stack, sample)
-    big = png(cv2.resize(PAIRS[3][0], (768, 768), interpolation=cv2.INTER_NEAREST))  # answers of ~0.1-1 MB each
-    reqs = [pb.ColorizeRequest(sketch=big, variant="unet_l1", request_id=str(i)) for i in range(60)]
+    big = png(cv2.resize(PAIRS[3][0], (1024, 1024), interpolation=cv2.INTER_NEAREST))  # answers of ~1 MB each
+    reqs = [pb.ColorizeRequest(sketch=big, variant="unet_l1", request_id=str(i)) for i in range(100)]
     with grpc.insecure_channel(stack.address) as channel:
         call = pb_grpc.ColorizerStub(channel).ColorizeStream(iter(reqs), timeout=120)  # sends all, reads nothing
         done, last = 0.0, -1.0
@@ -493,8 +493,9 @@ def test_a_stream_whose_client_does_not_read_stops_computing_after_a_bounded_num
                 break
             last = done
         call.cancel()
-    # 16 in flight (--stream-concurrency) plus what the transport's windows hold: far fewer than 60.
-    assert 0 < done <= 40, done
+    # 16 in flight (--stream-concurrency) plus what the transport's flow-control windows hold (a few MB):
+    # far fewer than the 100 sent (the unbounded gateway computed every one).
+    assert 0 < done <= 50, done
 
 
 # ---------------------------------------------------------------------------------- bad input
