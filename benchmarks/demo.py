@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.quality import hint_overlay
 from training import hints as H
 from training.data import load_split
 from training.export import WEIGHTS_FILE, load_exported
@@ -28,15 +29,6 @@ PICTURES = (  # test split: one per kind of drawing
     "art4apps/actions/dance#0",
 )
 HINTS = 8
-
-
-def overlay(sketch: np.ndarray, points) -> np.ndarray:
-    image = (H.sketch_rgb(sketch).astype(np.float32) * 0.5 + 127.5).astype(np.uint8)
-    for p in points:
-        top, bottom, left, right = p.bounds()
-        image[max(top - 1, 0) : bottom + 1, max(left - 1, 0) : right + 1] = 0
-        image[top:bottom, left:right] = p.rgb
-    return image
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -54,7 +46,7 @@ def main(argv: list[str] | None = None) -> Path:
         x = np.stack([H.encode("points", sketch), H.encode("points", sketch, points=points)])
         with torch.inference_mode():
             none, hinted = H.from_unit(model(torch.from_numpy(x)).numpy().transpose(0, 2, 3, 1))
-        rows.append([H.sketch_rgb(sketch), overlay(sketch, points), none, hinted, target])
+        rows.append([H.sketch_rgb(sketch), hint_overlay(sketch, points), none, hinted, target])
     import matplotlib
 
     matplotlib.use("Agg")
