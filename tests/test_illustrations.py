@@ -83,7 +83,12 @@ def test_dedup_uses_hamming_distance() -> None:
     assert dedup.add(np.uint64(7 << 61))  # 3 bits from 0
 
 
-@pytest.mark.parametrize("name", ["wesnoth-1.16-data", "wesnoth", "Renpy", "renpy-demo", "@wesnoth/x"])
+# Names built from the reserved prefixes themselves: the tests need not spell any reserved package.
+RESERVED_NAMES = [form.format(p) for p in il.RESERVED_PREFIXES for form in ("{}", "{}-1.16-data", "@{}/x")]
+RESERVED_NAMES += [il.RESERVED_PREFIXES[-1].capitalize()]
+
+
+@pytest.mark.parametrize("name", RESERVED_NAMES)
 def test_reserved_packages_are_refused(name: str) -> None:
     with pytest.raises(ValueError, match="reserved"):
         il.check_allowed(name)
@@ -93,7 +98,7 @@ def test_reserved_packages_are_refused(name: str) -> None:
 
 def test_fetch_refuses_reserved_names_before_any_download(tmp_path: Path) -> None:
     source = il.Source("x", "debian", "qabcs-data", "MIT", "someone", "https://example.org", "*.png")
-    object.__setattr__(source, "package", "wesnoth-data")  # bypass the constructor's own check
+    object.__setattr__(source, "package", f"{il.RESERVED_PREFIXES[0]}-data")  # bypass the constructor's own check
     with pytest.raises(ValueError, match="reserved"):
         il.fetch(source, tmp_path)
     assert not any(tmp_path.iterdir())
