@@ -15,14 +15,12 @@ import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
-import cv2
 import grpc
 import numpy as np
 import prometheus_client as prom
 import tritonclient.grpc.aio as triton_aio
-from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from tritonclient.grpc import InferInput, InferRequestedOutput
@@ -30,20 +28,13 @@ from tritonclient.utils import InferenceServerException
 
 from service import imaging, security
 from service.api import SERVICE_NAME, pb, pb_grpc
-from service.imaging import Frame, Limits, RawHint, RequestError, invalid
+from service.imaging import Frame, Limits, RequestError, invalid
+from service.inputs import OUTPUT_FORMAT_NAMES, Undecodable, check_output_fields, encode_request, lenient
 from training import hints as H
 from training.variants import DEFAULT_VARIANT
 
 log = logging.getLogger("sketch2color.gateway")
 
-OUTPUT_FORMAT_NAMES = {
-    pb.IMAGE_FORMAT_UNSPECIFIED: "png",
-    pb.IMAGE_FORMAT_PNG: "png",
-    pb.IMAGE_FORMAT_JPEG: "jpeg",
-    pb.IMAGE_FORMAT_WEBP: "webp",
-}
-OUTPUT_SIZES = (pb.OUTPUT_SIZE_UNSPECIFIED, pb.OUTPUT_SIZE_MODEL, pb.OUTPUT_SIZE_SKETCH)
-WEBP_MAX_SIDE = 16383  # libwebp cannot write a wider or taller picture
 HINT_KINDS = {  # what a variant's hint encoding accepts, in the API's words
     H.HintKind.NONE: [],
     H.HintKind.POINTS: [pb.HINT_KIND_POINTS],
@@ -314,13 +305,7 @@ class Colorizer(pb_grpc.ColorizerServicer):
     def resolve_variant(self, request) -> VariantInfo:
         if not request.sketch and not request.variant and not request.hints and not request.color_hint:
             raise invalid("empty request: set at least `sketch` (PNG, JPEG or WebP bytes)")
-        # Enums arrive as any int32 (proto3 keeps unknown values): check them before any work is done.
-        if request.output_format not in OUTPUT_FORMAT_NAMES:
-            raise invalid(f"output_format {request.output_format} is not an ImageFormat: use PNG (1), JPEG (2) or "
-                          "WEBP (3); 0 means PNG")  # fmt: skip
-        if request.output_size not in OUTPUT_SIZES:
-            raise invalid(f"output_size {request.output_size} is not an OutputSize: use MODEL (1) or SKETCH (2); "
-                          "0 means SKETCH")  # fmt: skip
+        check_output_fields(request)
         if not self.serving:
             raise RequestError(grpc.StatusCode.UNAVAILABLE, f"Triton at {self.config.triton_url} is not ready")
         name = request.variant or self.config.default_variant
@@ -368,26 +353,6 @@ class Colorizer(pb_grpc.ColorizerServicer):
         return data, mime, out.shape[1], out.shape[0]
 
 
-class Undecodable:
-    """Request bytes that do not parse: the RPC answers INVALID_ARGUMENT with the parser's message
-    (grpc itself would answer UNKNOWN and log a traceback per call)."""
-
-    variant = request_id = ""
-
-    def __init__(self, error: str):
-        self.error = error
-
-
-def lenient(parse):
-    def parse_or_mark(data: bytes):
-        try:
-            return parse(data)
-        except DecodeError as e:
-            return Undecodable(str(e) or "malformed protobuf")
-
-    return parse_or_mark
-
-
 def add_colorizer(servicer: Colorizer, server) -> None:
     """The generated add_ColorizerServicer_to_server, with request parsing that cannot fail."""
     handlers = {
@@ -403,34 +368,6 @@ def add_colorizer(servicer: Colorizer, server) -> None:
     }  # fmt: skip
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
-
-
-def encode_request(request, hint: H.HintKind, limits: Limits) -> tuple[np.ndarray, Frame, np.ndarray]:
-    """Decode, validate and encode a request with the training module's encoder.
-
-    -> (generator input (C, 128, 128) float32, the sketch's frame on the model grid, sketch gray).
-    CPU-bound: the gateway runs it in a worker thread.
-    """
-    if request.output_format == pb.IMAGE_FORMAT_WEBP and request.output_size != pb.OUTPUT_SIZE_MODEL:
-        # The answer has the sketch's size: refuse a sketch WebP cannot hold before decoding it.
-        limits = replace(limits, max_side=min(limits.max_side, WEBP_MAX_SIDE), why="for a WebP answer at its size")
-    sketch = imaging.to_gray(imaging.decode_image(request.sketch, "sketch", limits))
-    frame = Frame.fit(sketch.shape[1], sketch.shape[0])
-    color = None
-    if request.color_hint:
-        rough = imaging.decode_image(request.color_hint, "color_hint", limits)
-        if rough.shape[:2] != sketch.shape:
-            rough = cv2.resize(rough, (sketch.shape[1], sketch.shape[0]), interpolation=cv2.INTER_AREA)
-        color = frame.to_grid(rough)
-    raw = []
-    for i, h in enumerate(request.hints):
-        which = h.WhichOneof("position")
-        if which is None:
-            raise invalid(f"hints[{i}] has no position: set `pixel` or `normalized`")
-        p = getattr(h, which)
-        raw.append(RawHint(p.x, p.y, which == "normalized", (h.color.r, h.color.g, h.color.b), h.size))
-    points = imaging.grid_points(raw, frame, limits)
-    return H.encode(hint, frame.to_grid(sketch), color=color, points=points), frame, sketch
 
 
 def _accepts(variant: VariantInfo) -> str:

@@ -27,8 +27,8 @@ from tritonclient.utils import InferenceServerException
 
 from service import triton_local
 from service.api import SERVICE_NAME, pb, pb_grpc
-from service.gateway import encode_request
 from service.imaging import Limits
+from service.inputs import encode_request
 from service.triton_local import serving_stack
 from training import hints as H
 from training.data import synthetic_pairs
