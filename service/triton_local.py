@@ -138,14 +138,33 @@ def stop_triton(proc: subprocess.Popen, timeout: float = 30.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # stubs outlive a killed server (and hold ~0.4 GB each)
-    except (ProcessLookupError, PermissionError):
-        pass  # nothing of it is left
+    # Stubs outlive a killed server (and hold ~0.4 GB each). SIGKILL is not instant: wait until they
+    # are gone, so that a Triton started right after does not share the machine with them.
+    deadline = time.monotonic() + timeout
+    while group_members(proc.pid) and time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            break  # nothing of it is left
+        time.sleep(0.02)
     prefix = getattr(proc, "shm_prefix", None)
     if prefix:
         for region in Path("/dev/shm").glob(f"{prefix}*"):
             region.unlink(missing_ok=True)
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live processes of process group `pgid` (Triton and its backend stubs share one); zombies,
+    which hold no memory and wait only for a reaper, are not counted."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, pgrp
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            out.append(int(stat.parent.name))
+    return out
 
 
 # ---------------------------------------------------------------------------------- Triton + gateway

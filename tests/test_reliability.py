@@ -1,0 +1,163 @@
+"""benchmarks.reliability: its fuzzer, its verdicts, and a small campaign end to end."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import fuzzing, reliability
+from benchmarks.reliability_report import Targets, render
+from service.api import pb
+
+
+def test_the_fuzzer_is_reproducible_and_reaches_every_field():
+    a = [fuzzing.request(np.random.default_rng([3, i])).SerializeToString() for i in range(20)]
+    b = [fuzzing.request(np.random.default_rng([3, i])).SerializeToString() for i in range(20)]
+    assert a == b
+    requests = [fuzzing.request(np.random.default_rng([0, i])) for i in range(600)]
+    assert {r.variant for r in requests} >= set(fuzzing.VARIANTS) | {"nope"}
+    assert any(r.output_format not in pb.ImageFormat.values() for r in requests)
+    assert any(r.output_size not in pb.OutputSize.values() for r in requests)
+    assert any(r.sketch == b"" for r in requests) and any(r.color_hint for r in requests)
+    hints = [h for r in requests for h in r.hints]
+    assert any(not h.HasField("pixel") and not h.HasField("normalized") for h in hints)
+    assert any(np.isnan(h.normalized.x) or np.isnan(h.pixel.x) for h in hints)
+    assert any(max(h.color.r, h.color.g, h.color.b) > 255 for h in hints)
+    # Most requests are plausible, so that the campaign reaches the model and not only the checks.
+    plausible = [
+        r
+        for r in requests
+        if r.output_format in range(4) and r.output_size in range(3) and r.variant in fuzzing.VARIANTS
+    ]
+    assert len(plausible) > 0.6 * len(requests)
+
+
+def test_raw_bytes_are_mostly_not_a_request():
+    broken = 0
+    for i in range(200):
+        try:
+            pb.ColorizeRequest.FromString(fuzzing.raw_bytes(np.random.default_rng(i)))
+        except Exception:  # protobuf's DecodeError
+            broken += 1
+    assert broken > 100
+
+
+def passing_result() -> dict:
+    stats = {"processes": 0, "shm": 0}
+    return {
+        "config": {
+            "fuzz": 10_000,
+            "raw": 500,
+            "streams": 200,
+            "concurrency": 8,
+            "soak_minutes": 10.0,
+            "soak_load": 0.8,
+        },
+        "fuzz": {
+            "tally": {
+                "request": {"OK": 6000, "INVALID_ARGUMENT": 3500},
+                "raw": {"INVALID_ARGUMENT": 500},
+                "stream_item": {"OK": 300, "NOT_FOUND": 20},
+            },
+            "stream_faults": [],
+            "metrics_bytes": {"before": 1000, "half": 30000, "after": 31000, "after_label_attack": 31100},
+            "serves_after": True,
+            "gateway_alive": True,
+            "seconds": 300.0,
+        },
+        "capacity_rps": 10.0,
+        "soak": {
+            "rate": 8.0,
+            "calls": 4800,
+            "codes": {"OK": 4800},
+            "gateway_rss_growth": 0.01,
+            "minutes": [
+                {
+                    "minute": 1,
+                    "calls": 480,
+                    "errors": 0,
+                    "p50_ms": 50.0,
+                    "p99_ms": 90.0,
+                    "gateway_rss_mb": 150.0,
+                    "triton_rss_mb": 2000.0,
+                }
+            ],
+        },
+        "triton_kill": {
+            "old_pid": 1,
+            "left_by_kill": {"processes": 5, "shm": 5},
+            "orphans_after_cleanup": stats,
+            "codes_while_down": {"UNAVAILABLE": 40},
+            "codes_in_flight_at_kill": {"UNAVAILABLE": 4},
+            "restart_to_ready_s": 20.0,
+            "first_success_after_ready_s": 1.1,
+            "codes_total": {},
+        },
+        "drain": {
+            "exit_code": 0,
+            "drain_s": 1.0,
+            "accepted": 40,
+            "accepted_lost": 0,
+            "codes_accepted": {"OK": 40},
+            "codes_after_sigterm": {"UNAVAILABLE": 9},
+        },
+        "after_shutdown": dict(stats),
+        "machine": {"cpus": 2, "python": "3.11"},
+    }
+
+
+BREAKAGES = {
+    ">= 10,000": lambda r: r["fuzz"]["tally"]["request"].update(OK=10),
+    "no UNKNOWN": lambda r: r["fuzz"]["tally"]["stream_item"].update(UNKNOWN=1),
+    "every stream ends": lambda r: r["fuzz"]["stream_faults"].append("stream 3: 2 answers for 4 items"),
+    "alive and serving": lambda r: r["fuzz"].update(gateway_alive=False),
+    "/metrics bounded": lambda r: r["fuzz"]["metrics_bytes"].update(after_label_attack=3_000_000),
+    "only UNAVAILABLE": lambda r: r["triton_kill"]["codes_while_down"].update(INTERNAL=1),
+    "first success": lambda r: r["triton_kill"].update(first_success_after_ready_s=2.5),
+    "no orphaned": lambda r: r["after_shutdown"].update(shm=1),
+    "0 accepted calls lost": lambda r: r["drain"].update(accepted_lost=1),
+    "calls after it": lambda r: r["drain"]["codes_after_sigterm"].update(CANCELLED=2),
+    "soak: 0 errors": lambda r: r["soak"]["codes"].update(DEADLINE_EXCEEDED=1),
+    "RSS growth": lambda r: r["soak"].update(gateway_rss_growth=0.08),
+}
+
+
+@pytest.mark.parametrize("target", list(BREAKAGES))
+def test_each_target_is_missed_when_its_measurement_is(target):
+    assert all(t.met for t in Targets.evaluate(passing_result()))
+    broken = copy.deepcopy(passing_result())
+    BREAKAGES[target](broken)
+    missed = [t.target for t in Targets.evaluate(broken) if not t.met]
+    assert len(missed) == 1 and target in missed[0], missed
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(900)
+def test_a_small_campaign_runs_end_to_end_and_writes_its_report(tmp_path):
+    out = tmp_path / "rel"
+    res = reliability.main(
+        [
+            "--fuzz",
+            "150",
+            "--raw",
+            "15",
+            "--streams",
+            "6",
+            "--soak-minutes",
+            "0.25",
+            "--capacity-s",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
+    verdicts = {t["target"]: t["met"] for t in res["targets"]}
+    assert [t for t, met in verdicts.items() if not met] == [">= 10,000 fuzzed calls"]  # only the size is small
+    assert sum(sum(v.values()) for v in res["fuzz"]["tally"].values()) >= 150
+    assert json.loads((out / "metrics.json").read_text())["drain"]["exit_code"] == 0
+    assert (out / "soak.png").stat().st_size > 5000
+    assert "Reliability campaign" in (out / "report.md").read_text()
+    assert render(res).count("✅") == len(verdicts) - 1
