@@ -20,7 +20,6 @@ from dataclasses import dataclass, fields
 import grpc
 import numpy as np
 import prometheus_client as prom
-import tritonclient.grpc.aio as triton_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from tritonclient.grpc import InferInput, InferRequestedOutput
@@ -30,6 +29,7 @@ from service import imaging, security
 from service.api import SERVICE_NAME, pb, pb_grpc
 from service.imaging import Frame, Limits, RequestError, invalid
 from service.inputs import OUTPUT_FORMAT_NAMES, Undecodable, check_output_fields, encode_request, lenient
+from service.triton_pool import TritonPool
 from training import hints as H
 from training.variants import DEFAULT_VARIANT
 
@@ -47,7 +47,7 @@ HINT_KINDS = {  # what a variant's hint encoding accepts, in the API's words
 class GatewayConfig:
     """Every setting is a flag (--triton-url) and an environment variable (SKETCH2COLOR_TRITON_URL)."""
 
-    triton_url: str = "127.0.0.1:8001"
+    triton_url: str = "127.0.0.1:8001"  # or a list a:8001,b:8001, or dns:///name:8001 (service/triton_pool.py)
     host: str = "127.0.0.1"
     port: int = 50051
     metrics_port: int = 9095  # 0 = no metrics endpoint
@@ -86,6 +86,7 @@ class VariantInfo:
 
 class Metrics:
     def __init__(self, registry: prom.CollectorRegistry):
+        self.registry = registry
         labels = ("rpc", "variant", "code")
         self.requests = prom.Counter("sketch2color_requests", "Colorize calls", labels, registry=registry)
         self.latency = prom.Histogram("sketch2color_request_seconds", "Call latency", labels, registry=registry,
@@ -105,17 +106,7 @@ class Colorizer(pb_grpc.ColorizerServicer):
         self.pool = ThreadPoolExecutor(config.workers, thread_name_prefix="imaging")
         self.metrics = Metrics(registry or prom.CollectorRegistry())
         self.working = 0  # requests (and stream items) between admission and answer
-        # One channel for the process; reconnect quickly when Triton comes back.
-        self.triton = triton_aio.InferenceServerClient(
-            config.triton_url,
-            channel_args=[
-                ("grpc.initial_reconnect_backoff_ms", 200),
-                ("grpc.min_reconnect_backoff_ms", 200),
-                ("grpc.max_reconnect_backoff_ms", 1000),
-                ("grpc.max_receive_message_length", 64 << 20),
-                ("grpc.max_send_message_length", 64 << 20),
-            ],
-        )
+        self.triton = TritonPool(config.triton_url, self.metrics.registry)
         self.variants: dict[str, VariantInfo] = {}
         self.health = health.aio.HealthServicer()
         self.serving = False
@@ -123,17 +114,18 @@ class Colorizer(pb_grpc.ColorizerServicer):
     # ------------------------------------------------------------------ Triton state
 
     async def refresh(self) -> bool:
-        """Ask Triton whether it is ready and which variants it holds; update health. Never raises."""
+        """Ask the Tritons whether they are ready and which variants they hold; update health. Never raises."""
         try:
-            ready = await self.triton.is_server_ready(client_timeout=2)
-            variants = {}
-            if ready:
-                index = await self.triton.get_model_repository_index(as_json=True, client_timeout=2)
+            ready_endpoints = await self.triton.refresh()
+            ready, variants = bool(ready_endpoints), {}
+            if ready:  # every Triton serves the same model repository: ask one of them what it holds
+                triton = ready_endpoints[0].client
+                index = await triton.get_model_repository_index(as_json=True, client_timeout=2)
                 for model in index.get("models", []):
                     name = model["name"]
                     if model.get("state") != "READY":
                         continue
-                    cfg = (await self.triton.get_model_config(name, as_json=True, client_timeout=2))["config"]
+                    cfg = (await triton.get_model_config(name, as_json=True, client_timeout=2))["config"]
                     params = {k: v["string_value"] for k, v in cfg.get("parameters", {}).items()}
                     if "hint_encoding" not in params:
                         continue  # not a generator
@@ -335,9 +327,8 @@ class Colorizer(pb_grpc.ColorizerServicer):
         tensor.set_data_from_numpy(encoded[None])
         try:
             result = await self.triton.infer(
-                variant.name, [tensor], outputs=[InferRequestedOutput(variant.output_name)],
-                client_timeout=time_remaining,
-            )  # fmt: skip
+                variant.name, [tensor], [InferRequestedOutput(variant.output_name)], time_remaining
+            )
         except InferenceServerException as e:
             raise _triton_error(e, variant.name) from None
         return result.as_numpy(variant.output_name)[0]

@@ -1,0 +1,141 @@
+"""The Tritons behind one gateway, balanced per request and skipped while they are down.
+
+``--triton-url`` is one endpoint (``host:8001``), a list (``a:8001,b:8001``), or a DNS name that
+resolves to many (``dns:///triton-headless:8001``, re-resolved at every health poll: a Kubernetes
+headless Service lists one address per ready pod). Each request goes to the ready endpoint with
+the fewest requests in flight. Per request, not per connection: grpc's own ``round_robin`` would
+also spread load, but it cannot tell a Triton that is up but not ready (models still loading),
+and a long-lived channel pins to whatever resolved at its start.
+
+An endpoint that fails a call with a connection error is marked down at once, so the calls after
+it go elsewhere, and the failed call is tried once more on another ready endpoint (inference has
+no side effects). The health poll marks it ready again when Triton says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import socket
+from dataclasses import dataclass
+
+import prometheus_client as prom
+import tritonclient.grpc.aio as triton_aio
+from tritonclient.utils import InferenceServerException
+
+log = logging.getLogger("sketch2color.triton_pool")
+CHANNEL_ARGS = [
+    ("grpc.initial_reconnect_backoff_ms", 200),  # reconnect quickly when a Triton comes back
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", 64 << 20),
+]
+
+
+def endpoint_failed(e: InferenceServerException) -> bool:
+    """The endpoint, not the request, failed: another Triton may well answer. A stopping Triton first
+    answers UNAVAILABLE ("Server is stopping"), then NOT_FOUND for every model it has unloaded;
+    a dead one fails to connect."""
+    status, message = str(e.status() or ""), (e.message() or str(e)).lower()
+    return ("UNAVAILABLE" in status or "NOT_FOUND" in status or "failed to connect" in message
+            or "connection" in message)  # fmt: skip
+
+
+@dataclass
+class Endpoint:
+    url: str
+    client: triton_aio.InferenceServerClient
+    ready: bool = False
+    in_flight: int = 0
+
+
+class TritonPool:
+    def __init__(self, spec: str, registry: prom.CollectorRegistry):
+        self.spec = spec.strip()
+        self.endpoints: dict[str, Endpoint] = {}
+        self._tiebreak = itertools.count()
+        self.calls = prom.Counter("sketch2color_triton_requests", "Inference calls per Triton endpoint",
+                                  ("endpoint", "outcome"), registry=registry)  # fmt: skip
+        self.up = prom.Gauge("sketch2color_triton_up", "Whether a Triton endpoint is ready (1) or not (0)",
+                             ("endpoint",), registry=registry)  # fmt: skip
+
+    def __str__(self) -> str:
+        return self.spec
+
+    async def resolve(self) -> list[str]:
+        """The endpoint URLs the spec names now."""
+        if not self.spec.startswith("dns:"):
+            return [u.strip() for u in self.spec.split(",") if u.strip()]
+        target = self.spec.split(":", 1)[1].lstrip("/")
+        host, _, port = target.rpartition(":")
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        except OSError as e:
+            log.warning("cannot resolve %s: %s", host, e)
+            return list(self.endpoints)  # keep what we had; the health poll judges them
+        return sorted({f"[{i[4][0]}]:{port}" if ":" in i[4][0] else f"{i[4][0]}:{port}" for i in infos})
+
+    async def refresh(self) -> list[Endpoint]:
+        """Re-resolve, check every endpoint's readiness at once; the ready ones, in a stable order."""
+        urls = await self.resolve()
+        for url in set(self.endpoints) - set(urls):
+            gone = self.endpoints.pop(url)
+            self.up.remove(url)
+            await gone.client.close()
+        for url in urls:
+            if url not in self.endpoints:
+                self.endpoints[url] = Endpoint(url, triton_aio.InferenceServerClient(url, channel_args=CHANNEL_ARGS))
+        await asyncio.gather(*(self._check(ep) for ep in self.endpoints.values()))
+        return [ep for ep in self.endpoints.values() if ep.ready]
+
+    async def _check(self, ep: Endpoint) -> None:
+        try:
+            ready = bool(await ep.client.is_server_ready(client_timeout=2))
+        except InferenceServerException:
+            ready = False
+        if ready != ep.ready:
+            log.info("Triton %s %s", ep.url, "ready" if ready else "not ready")
+        ep.ready = ready
+        self.up.labels(ep.url).set(int(ready))
+
+    def pick(self, exclude: set[str] = frozenset()) -> Endpoint | None:
+        ready = [ep for ep in self.endpoints.values() if ep.ready and ep.url not in exclude]
+        if not ready:
+            return None
+        least = min(ep.in_flight for ep in ready)
+        candidates = [ep for ep in ready if ep.in_flight == least]
+        return candidates[next(self._tiebreak) % len(candidates)]
+
+    async def infer(self, model: str, inputs, outputs, client_timeout: float | None):
+        """One inference on a ready endpoint; a connection failure marks it down and tries another."""
+        tried: set[str] = set()
+        loop = asyncio.get_running_loop()
+        deadline = None if client_timeout is None else loop.time() + client_timeout
+        while True:
+            ep = self.pick(tried)
+            if ep is None:
+                raise InferenceServerException(f"no ready Triton among {self.spec}", status="StatusCode.UNAVAILABLE")
+            tried.add(ep.url)
+            ep.in_flight += 1
+            try:
+                remaining = None if deadline is None else max(0.001, deadline - loop.time())
+                result = await ep.client.infer(model, inputs, outputs=outputs, client_timeout=remaining)
+            except InferenceServerException as e:
+                self.calls.labels(ep.url, "error").inc()
+                if not endpoint_failed(e):
+                    raise
+                ep.ready = False
+                self.up.labels(ep.url).set(0)
+                log.warning("Triton %s failed (%s); skipping it until it is ready again", ep.url, e.message())
+                if self.pick(tried) is None:
+                    raise
+                continue
+            finally:
+                ep.in_flight -= 1
+            self.calls.labels(ep.url, "ok").inc()
+            return result
+
+    async def close(self) -> None:
+        await asyncio.gather(*(ep.client.close() for ep in self.endpoints.values()))
