@@ -58,7 +58,7 @@ def metrics_size(port: int) -> int:
 # ---------------------------------------------------------------------------------- fuzzing
 
 
-async def fuzz(address: str, cfg: Config, metrics_port: int) -> dict:
+async def fuzz(address: str, cfg: Config, metrics_port: int, progress=lambda msg: None) -> dict:
     """cfg.fuzz fuzzed calls (cfg.raw of them not protobufs) and cfg.streams fuzzed streams; every
     answer's status is tallied. A call that needs its 60 s timeout counts as a hang."""
     # One generator per call index, so the same seed gives the same requests however calls interleave.
@@ -85,6 +85,8 @@ async def fuzz(address: str, cfg: Config, metrics_port: int) -> dict:
                 tally[kind][code] = tally[kind].get(code, 0) + 1
                 if i == cfg.fuzz // 2:
                     sizes["half"] = metrics_size(metrics_port)
+                if i and i % 1000 == 0:
+                    progress(f"  {i:,} of {cfg.fuzz:,} fuzzed calls")
 
         await asyncio.gather(*(caller() for _ in range(cfg.concurrency)))
         sizes["after"] = metrics_size(metrics_port)
@@ -248,7 +250,7 @@ async def campaign(stack: triton_local.Stack, cfg: Config, progress) -> dict:
     res: dict = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}}
     progress(f"fuzz: {cfg.fuzz} calls ({cfg.raw} not protobufs), {cfg.streams} streams")
     t = time.monotonic()
-    res["fuzz"] = await fuzz(stack.address, cfg, stack.metrics_port)
+    res["fuzz"] = await fuzz(stack.address, cfg, stack.metrics_port, progress)
     res["fuzz"]["seconds"] = time.monotonic() - t
     res["fuzz"]["gateway_alive"] = stack.gateway.poll() is None
     progress(f"capacity: closed loop, {cfg.concurrency} callers, {cfg.capacity_s:.0f} s")

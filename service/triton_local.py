@@ -22,8 +22,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytriton
-
 
 @dataclass(frozen=True)
 class TritonPorts:
@@ -47,7 +45,15 @@ def free_ports() -> TritonPorts:
 
 
 def triton_home() -> Path:
-    return Path(pytriton.__file__).parent / "tritonserver"
+    return pytriton_dir() / "tritonserver"
+
+
+def pytriton_dir() -> Path:
+    """Where the nvidia-pytriton wheel lies. Imported here, not at the top: the load generator and the
+    gateway image import this module's helpers without that wheel."""
+    import pytriton
+
+    return Path(pytriton.__file__).parent
 
 
 def prepare_backend() -> Path:
@@ -69,7 +75,7 @@ def triton_env(torch_threads: int = 0) -> dict[str, str]:
         env["SKETCH2COLOR_TORCH_THREADS"] = str(torch_threads)
     venv_bin = str(Path(sys.executable).parent)
     env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
-    libs = [str(Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"), sysconfig.get_config_var("LIBDIR")]
+    libs = [str(pytriton_dir().parent / "nvidia_pytriton.libs"), sysconfig.get_config_var("LIBDIR")]
     env["LD_LIBRARY_PATH"] = os.pathsep.join(libs + [env.get("LD_LIBRARY_PATH", "")])
     return env
 
