@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_WHEEL_SPEC ?= torch==2.13.0
 
-.PHONY: setup proto run test lint data browser clean
+.PHONY: setup proto run test test-unit lint data browser clean
 
 setup: $(VENV)/.installed proto
 
@@ -26,8 +26,13 @@ proto: $(VENV)/.installed
 run: setup
 	$(BIN)/python -m service.stack
 
-test: setup browser
+# Lint, then every test (what CI runs): about 12 minutes on 2 cores.
+test: setup browser lint
 	$(BIN)/python -m pytest -q
+
+# The fast loop: the tests that start no Triton, gateway or browser (1.5 CPU-minutes).
+test-unit: setup
+	$(BIN)/python -m pytest -q -m "not integration"
 
 # The page's test drives a real headless browser: Debian's chromium and chromedriver.
 browser:

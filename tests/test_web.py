@@ -151,10 +151,25 @@ def test_a_person_uploads_places_hints_removes_one_switches_variant_and_sees_err
     after = patch_mean(without_blue, *BLUE[1])
     assert after[2] < blue[2] - 30, f"blue region still {after}"
 
+    # Drag the remaining dot; then place one from the keyboard (Enter: the centre) and move it with an arrow.
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    dot = d.find_element("css selector", ".hint")
+    left = dot.value_of_css_property("left")
+    ActionChains(d).drag_and_drop_by_offset(dot, 40, -30).perform()
+    assert d.find_element("css selector", ".hint").value_of_css_property("left") != left
+    d.find_element("id", "canvas").send_keys(Keys.ENTER)
+    keyed = d.find_elements("css selector", ".hint")[-1]
+    assert len(d.find_elements("css selector", ".hint")) == 2 and keyed.get_attribute("style").find("left: 50%") >= 0
+    keyed.send_keys(Keys.ARROW_RIGHT)
+    assert "left: 51%" in d.find_elements("css selector", ".hint")[-1].get_attribute("style")
+    d.find_elements("css selector", ".hint")[-1].send_keys(Keys.BACKSPACE)
+    assert len(d.find_elements("css selector", ".hint")) == 1
+
     # Another variant: its own result, and the page says the hints are not used by it.
-    href = d.find_element("id", "download").get_attribute("href")
     variant.select_by_value("unet_l1")
-    other = result_after(d, href)
+    wait(d, lambda d: d.find_element("id", "message").text.startswith("unet_l1 v"), 60, "unet_l1's answer")
+    other = result_after(d, None)
     assert other.shape == hinted.shape and "not used by unet_l1" in d.find_element("id", "hint-count").text
 
     # A file that is not an image: the gateway's refusal, readable, on the page.
