@@ -77,3 +77,13 @@ def test_the_page_server_reaches_a_gateway_with_mutual_tls_and_a_token_and_repor
         for proc, _ in webs:
             stop_process(proc)
         stop_process(gateway)
+
+
+@pytest.mark.integration
+def test_the_overhead_benchmark_measures_both_paths_and_writes_its_report(tmp_path):
+    from benchmarks import web_overhead
+
+    m = web_overhead.main(["--n", "6", "--out", str(tmp_path)])
+    assert m["n"] == 6 and m["direct_p50_ms"] > 0 and m["web_p50_ms"] > 0 and m["web_server_own_p50_ms"] > 0
+    assert json.loads((tmp_path / "metrics.json").read_text())["added_p50_ms"] == m["added_p50_ms"]
+    assert "through the web server" in (tmp_path / "report.md").read_text()
