@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import itertools
 import json
 import os
@@ -45,21 +44,18 @@ from pathlib import Path
 import grpc
 import numpy as np
 import psutil
-from PIL import Image
 from tritonclient.grpc import service_pb2
 
+from benchmarks.workload import MAX_HINTS, Sample, colorize_request, encode_sample, make_samples
 from service.api import SERVICE_NAME, pb
-from service.client import grid_hints
 from service.gateway import HINT_KINDS
 from service.triton_local import Stack, serving_stack
 from training import hints as H
-from training.data import load_split, openmoji_cache, synthetic_pairs
 
 ROOT = Path(__file__).resolve().parent.parent
 TRITON_SERVICE = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 MAX_MESSAGE = 64 << 20
 CHANNEL_OPTIONS = [("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)]
-MAX_HINTS = 20  # requests carry 0..MAX_HINTS point hints, uniformly
 TARGET_CONCURRENCY = 16  # where the throughput targets are read
 CALL_TIMEOUT_S = 60.0
 
@@ -85,79 +81,6 @@ class LatencyConfig:
         """Seconds, not minutes: what the tests run."""
         base = dict(duration=2.0, warmup=0.5, concurrency=(1, 4), batches=(1, 4), samples=8, sketches="synthetic")
         return LatencyConfig(**{**base, **overrides})
-
-
-# ---------------------------------------------------------------------------------- workload
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One sketch with its colour target and hints, raw and as request bytes."""
-
-    sketch: np.ndarray  # (128, 128) uint8
-    color: np.ndarray  # (128, 128, 3) uint8, the "rough colour image" for colour-image variants
-    points: tuple[H.PointHint, ...]
-    sketch_png: bytes
-    color_png: bytes
-
-
-def png(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def load_pairs(source: str, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """n (sketch, colour) pairs spread over the OpenMoji test split, or synthetic ones.
-
-    source: "openmoji", "synthetic", or "auto" (OpenMoji when its cache is prepared).
-    """
-    if source == "auto":
-        source = "openmoji" if openmoji_cache().exists() else "synthetic"
-    if source == "synthetic":
-        data = synthetic_pairs(n, seed=7)
-    else:
-        data = load_split(source, "test")
-    picks = np.linspace(0, len(data) - 1, min(n, len(data))).round().astype(int)
-    return [(np.ascontiguousarray(data[int(i)][0]), np.ascontiguousarray(data[int(i)][1])) for i in picks]
-
-
-def random_hints(color: np.ndarray, rng: np.random.Generator, max_hints: int = MAX_HINTS) -> list[H.PointHint]:
-    """0..max_hints point hints at random places, coloured from the target (what a user would pick)."""
-    return H.random_points(color, int(rng.integers(0, max_hints + 1)), rng)
-
-
-def make_samples(source: str, n: int, seed: int = 0) -> list[Sample]:
-    rng = np.random.default_rng(seed)
-    return [
-        Sample(sketch, color, tuple(random_hints(color, rng)), png(sketch), png(color))
-        for sketch, color in load_pairs(source, n)
-    ]
-
-
-def colorize_request(
-    sample: Sample,
-    variant: str,
-    accepted_hints: list[int],
-    points: tuple[H.PointHint, ...] | list[H.PointHint] | None = None,
-    **fields,
-) -> pb.ColorizeRequest:
-    """A Colorize request for a variant with the hints it accepts (`Variant.accepted_hints`).
-
-    points: the point hints to send (default: the sample's own).
-    """
-    request = pb.ColorizeRequest(sketch=sample.sketch_png, variant=variant, **fields)
-    if pb.HINT_KIND_POINTS in accepted_hints:
-        request.hints.extend(grid_hints(sample.points if points is None else points))
-    if pb.HINT_KIND_COLOR_IMAGE in accepted_hints:
-        request.color_hint = sample.color_png
-    return request
-
-
-def encode_sample(sample: Sample, kind: H.HintKind) -> np.ndarray:
-    """The generator input for a sample, as the gateway would build it: (C, 128, 128) float32."""
-    points = sample.points if kind is H.HintKind.POINTS else ()
-    return H.encode(kind, sample.sketch, color=sample.color, points=points)
 
 
 # ---------------------------------------------------------------------------------- measuring

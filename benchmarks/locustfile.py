@@ -20,7 +20,7 @@ import numpy as np
 from locust import LoadTestShape, constant, events, task
 
 from benchmarks.grpc_user import GrpcUser  # importing it patches grpc for gevent
-from benchmarks.latency import Sample, colorize_request, make_samples, random_hints
+from benchmarks.workload import Sample, colorize_request, make_samples, random_hints
 from service.api import pb, pb_grpc
 
 SAMPLES: list[Sample] = []
