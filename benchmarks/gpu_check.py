@@ -42,7 +42,7 @@ PARITY_TOLERANCE = 1 / 255 * 2  # on [-1, 1], i.e. 1/255 of the [0, 1] range per
 def part_environment(out: Path, args) -> dict:
     import torch
 
-    from benchmarks.latency import machine_description
+    from benchmarks.latency_report import machine_description
 
     info = {"machine": machine_description(), "torch": torch.__version__, "cuda": torch.version.cuda,
             "cuda_available": torch.cuda.is_available()}  # fmt: skip

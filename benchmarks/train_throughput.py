@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.latency import machine_description
+from benchmarks.latency_report import machine_description
 from training.batches import BatchMaker, batch_generator
 from training.data import load_split
 from training.networks import UNet, UNetConfig, count_parameters
