@@ -158,11 +158,19 @@ async def soak(stack: triton_local.Stack, cfg: Config, rate: float) -> dict:
         minutes.append({"minute": m + 1, "calls": len(in_minute), "errors": sum(c.code != "OK" for c in in_minute),
                         "p50_ms": load.percentile_ms(in_minute, 50), "p99_ms": load.percentile_ms(in_minute, 99),
                         "gateway_rss_mb": last[1], "triton_rss_mb": last[2]})  # fmt: skip
-    # Growth after the first minute: by then the pools, caches and allocator arenas have their size.
-    after_first = [m["gateway_rss_mb"] for m in minutes[1:]] or [minutes[0]["gateway_rss_mb"]]
-    growth = max(after_first) / minutes[0]["gateway_rss_mb"] - 1
     return {"rate": rate, "calls": len(calls), "codes": load.codes(calls), "minutes": minutes,
-            "rss_samples": samples, "gateway_rss_growth": growth}  # fmt: skip
+            "rss_samples": samples, **rss_growth(minutes)}  # fmt: skip
+
+
+def rss_growth(minutes: list[dict]) -> dict[str, float]:
+    """The gateway's RSS growth after the first minute (by then pools, caches and allocator arenas
+    have their size): at the end against the end of minute 1 (the target), the peak against it, and
+    the trend over the minutes after the first (MB per minute), which tells a leak from noise."""
+    rss = [m["gateway_rss_mb"] for m in minutes]
+    after = rss[1:] or rss
+    slope = float(np.polyfit(range(len(after)), after, 1)[0]) if len(after) > 1 else 0.0
+    return {"gateway_rss_growth": after[-1] / rss[0] - 1, "gateway_rss_peak_growth": max(after) / rss[0] - 1,
+            "gateway_rss_trend_mb_per_min": slope}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------- Triton killed

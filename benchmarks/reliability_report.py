@@ -86,7 +86,8 @@ class Targets:
             ),
             Targets(
                 f"soak: gateway RSS growth < {RSS_GROWTH:.0%} after the first minute",
-                f"{sk['gateway_rss_growth']:+.1%}",
+                f"{sk['gateway_rss_growth']:+.1%} (peak {sk.get('gateway_rss_peak_growth', 0):+.1%}, trend "
+                f"{sk.get('gateway_rss_trend_mb_per_min', 0):+.2f} MB/min)",
                 sk["gateway_rss_growth"] < RSS_GROWTH,
             ),
         ]

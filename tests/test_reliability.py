@@ -167,3 +167,12 @@ def test_a_small_campaign_runs_end_to_end_and_writes_its_report(tmp_path):
     assert (out / "soak.png").stat().st_size > 5000
     assert "Reliability campaign" in (out / "report.md").read_text()
     assert render(res).count("✅") == len(verdicts) - len(missed)
+
+
+def test_rss_growth_tells_a_leak_from_allocator_noise():
+    steady = [{"gateway_rss_mb": v} for v in (189, 200, 192, 202, 193, 199, 196, 198, 195)]
+    leaking = [{"gateway_rss_mb": 189 + 3 * i} for i in range(9)]
+    quiet, leak = reliability.rss_growth(steady), reliability.rss_growth(leaking)
+    assert quiet["gateway_rss_growth"] < 0.05 and abs(quiet["gateway_rss_trend_mb_per_min"]) < 1
+    assert quiet["gateway_rss_peak_growth"] > quiet["gateway_rss_growth"]
+    assert leak["gateway_rss_growth"] > 0.05 and leak["gateway_rss_trend_mb_per_min"] == pytest.approx(3)
