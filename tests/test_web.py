@@ -93,6 +93,20 @@ def result_after(driver, previous: str | None, timeout: float = 60.0) -> np.ndar
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(href.split(",", 1)[1]))).convert("RGB"))
 
 
+def settled_result(driver, timeout: float = 60.0) -> np.ndarray:
+    """The result once the page is idle: no request in flight and none pending in the debounce, the
+    same image twice in a row (an answer to an earlier edit may arrive between two clicks)."""
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        time.sleep(0.6)  # longer than the page's debounce
+        busy = driver.find_element("id", "busy").is_displayed()
+        href = driver.find_element("id", "download").get_attribute("href") or ""
+        if not busy and href.startswith("data:") and href == last:
+            return np.asarray(Image.open(io.BytesIO(base64.b64decode(href.split(",", 1)[1]))).convert("RGB"))
+        last = None if busy else href
+    raise TimeoutError("the page did not settle on a result")
+
+
 def click_at(driver, element, fx: float, fy: float) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
 
@@ -129,12 +143,11 @@ def test_a_person_uploads_places_hints_removes_one_switches_variant_and_sees_err
     assert plain.shape[:2] == Image.open(SKETCH).size[::-1]  # full resolution, as the gateway answers
 
     sketch = d.find_element("id", "sketch")
-    href = d.find_element("id", "download").get_attribute("href")
     for color, (fx, fy) in (RED, BLUE):
         set_color(d, color)
         click_at(d, sketch, fx, fy)
     assert len(d.find_elements("css selector", ".hint")) == 2
-    hinted = result_after(d, href)
+    hinted = settled_result(d)
     red, blue = patch_mean(hinted, *RED[1]), patch_mean(hinted, *BLUE[1])
     assert red[0] > red[2] + 40 and red[0] > red[1] + 30, f"red hint's region is {red}"
     assert blue[2] > blue[0] + 40, f"blue hint's region is {blue}"
@@ -144,10 +157,9 @@ def test_a_person_uploads_places_hints_removes_one_switches_variant_and_sees_err
         d.save_screenshot(str(Path(shots) / "page.png"))
 
     # Remove the blue hint with the keyboard: the region loses its blue.
-    href = d.find_element("id", "download").get_attribute("href")
     d.find_elements("css selector", ".hint")[1].send_keys(Keys.DELETE)
     assert len(d.find_elements("css selector", ".hint")) == 1
-    without_blue = result_after(d, href)
+    without_blue = settled_result(d)
     after = patch_mean(without_blue, *BLUE[1])
     assert after[2] < blue[2] - 30, f"blue region still {after}"
 
