@@ -5,7 +5,7 @@ restarted, and the gateway SIGTERMed under load. Writes results/reliability/{rep
 metrics.json, soak.png}.
 
     python -m benchmarks.reliability                      # the full campaign, ~20 min
-    python -m benchmarks.reliability --fuzz 300 --soak-minutes 1 --out /tmp/rel   # a quick look
+    python -m benchmarks.reliability --fuzz 300 --soak-minutes 1 --out results/tmp/rel   # a quick look
 """
 
 from __future__ import annotations
