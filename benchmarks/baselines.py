@@ -1,7 +1,7 @@
 """Non-learned colourisers that the generators must beat, given exactly the hints the generators get.
 
 Every baseline reads hints as *scribbles*: an RGB image and a boolean mask of the hinted pixels,
-made from the same hint objects `training.hints.encode` turns into network inputs:
+made from the same hint objects `contract.hints.encode` turns into network inputs:
 
 - ``point_scribbles``: the squares of `PointHint`s (the guided variant's hints),
 - ``patch_scribbles``: the study's 20 fixed 7x7 patches of the colour image (``patches20``),
@@ -28,7 +28,7 @@ import scipy.ndimage
 import scipy.sparse
 import scipy.sparse.linalg
 
-from training.hints import BLUR_KERNEL, MODEL_SIZE, PATCH_CORNERS, PATCH_SIZE, PointHint, sketch_rgb
+from contract.hints import BLUR_KERNEL, MODEL_SIZE, PATCH_CORNERS, PATCH_SIZE, PointHint, sketch_rgb
 
 BASELINES = ("sketch", "nearest_hint", "levin2004")
 

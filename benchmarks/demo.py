@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.demo [--out results/demo.png]``: for a few test-split pictures of the
 illustration sources (never trained on), the reference-style sketch, 8 hints placed where a
-person would put them (`training.hints.region_points`, coloured from the original), what
+person would put them (`contract.hints.region_points`, coloured from the original), what
 ``guided`` makes of the sketch without and with those hints, and the original. In this process,
 from the exported weights (the gateway gives the same pixels, up to uint8 rounding: a tested
 contract).
@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from benchmarks.quality import hint_overlay
-from training import hints as H
+from contract import hints as H
+from contract.wire import WEIGHTS_FILE
 from training.data import load_split
-from training.export import WEIGHTS_FILE, load_exported
+from training.export import load_exported
 
 PICTURES = (  # test split: one per kind of drawing
     "openclipart/people/a_happy_boy_01#0",

@@ -4,9 +4,12 @@
 Triton on ``--repository`` and its own gateway (``python -m service.gateway``), both on free
 ports of 127.0.0.1, and measures:
 
-(a) ``in-process``: the exported generator's forward in this process (``load_exported``) at batch 1
-    and at batches 1..32; the best images/s is the "limit" the serving stack is held against;
-(b) ``direct``: Triton's gRPC API with tensors already encoded, at each concurrency;
+(a) ``in-process``: what the Triton model does per batch, in this process: the hint encoding of the
+    compact inputs (`contract.batch.encode_wire`), the exported generator's forward
+    (``load_exported``) and the uint8 output, at batches 1..32; the best images/s is the "limit"
+    the serving stack is held against;
+(b) ``direct``: Triton's gRPC API with the compact uint8 inputs of `contract.wire` (the sketch on
+    the model grid + the hints table or colour image), at each concurrency;
 (c) ``gateway``: ``Colorize`` with a real PNG sketch (and 0-20 hints, or a colour hint, as the
     variant takes), ``OUTPUT_SIZE_MODEL``, at the same concurrencies.
 
@@ -53,11 +56,12 @@ from benchmarks.latency_report import (
     render_report,
     render_targets,
 )
-from benchmarks.workload import Sample, colorize_request, encode_sample, make_samples
+from benchmarks.workload import Sample, colorize_request, make_samples, wire_sample
+from contract import hints as H
+from contract import wire
 from service.api import SERVICE_NAME, pb
 from service.gateway import HINT_KINDS
 from service.triton_local import Stack, serving_stack
-from training import hints as H
 
 ROOT = Path(__file__).resolve().parent.parent
 TRITON_SERVICE = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -238,8 +242,7 @@ async def model_info(triton_url: str, variant: str) -> dict:
         config = (await call(service_pb2.ModelConfigRequest(name=variant), timeout=10)).config
     kinds = [model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in config.instance_group]
     return {
-        "input": config.input[0].name,
-        "input_shape": list(config.input[0].dims),  # batch dimension excluded
+        "inputs": {i.name: list(i.dims) for i in config.input},  # batch dimension excluded
         "output": config.output[0].name,
         "hint_encoding": config.parameters["hint_encoding"].string_value,
         "parameters": {k: v.string_value for k, v in config.parameters.items()},
@@ -267,20 +270,20 @@ async def measure_servers(
             cpu = meter.read()
             return Snapshot(t, cpu, await triton_counters(statistics, cfg.variant))
 
-        # Direct: ModelInferRequests with the encoded tensor, serialised once.
+        # Direct: ModelInferRequests with the compact inputs, serialised once.
         direct_requests = []
         for s in samples:
-            x = encode_sample(s, kind)[None]  # (1, C, 128, 128)
             r = service_pb2.ModelInferRequest(model_name=cfg.variant)
-            r.inputs.add(name=model["input"], datatype="FP32", shape=x.shape)
+            for name, x in wire_sample(s, kind).items():
+                r.inputs.add(name=name, datatype="UINT8", shape=(1, *x.shape))
+                r.raw_input_contents.append(x.tobytes())
             r.outputs.add(name=model["output"])
-            r.raw_input_contents.append(x.astype(np.float32).tobytes())
             direct_requests.append(r.SerializeToString())
         infer = triton_rpc(triton_channel, "ModelInfer", service_pb2.ModelInferResponse)
 
         async def send_direct(i: int) -> None:
             response = await infer(direct_requests[i % len(direct_requests)], timeout=CALL_TIMEOUT_S)
-            np.frombuffer(response.raw_output_contents[0], np.float32)  # what a client would read
+            np.frombuffer(response.raw_output_contents[0], np.uint8)  # what a client would read
 
         # Gateway: Colorize requests with PNG bytes, serialised once.
         hints = HINT_KINDS[kind]
@@ -321,13 +324,16 @@ async def measure_servers(
 
 
 def measure_in_process(
-    weights: Path, inputs: np.ndarray, batches: tuple[int, ...], seconds: float, threads: int = 0
-) -> list[InProcessPoint]:
-    """The exported generator's forward, in this process, at each batch size (inputs cycled), on the
-    device and in the precision Triton's KIND_AUTO instance uses: the first GPU in float16 with
-    channels_last where there is one, else the CPU in float32 (`model_repository/generator_model.py`)."""
+    weights: Path, kind: H.HintKind, inputs: list[dict[str, np.ndarray]], batches: tuple[int, ...], seconds: float,
+    threads: int = 0,
+) -> list[InProcessPoint]:  # fmt: skip
+    """What the Triton model does per batch, in this process, at each batch size (inputs cycled):
+    encode the compact inputs, run the exported generator, make the uint8 image; on the device and
+    in the precision Triton's KIND_AUTO instance uses: the first GPU in float16 with channels_last
+    where there is one, else the CPU in float32 (`model_repository/generator_model.py`)."""
     import torch
 
+    from contract import batch as B
     from training.export import load_exported
 
     if threads:
@@ -337,23 +343,22 @@ def measure_in_process(
     dtype, layout = (torch.float16, torch.channels_last) if gpu else (torch.float32, torch.contiguous_format)
     model = load_exported(weights).to(device, dtype).to(memory_format=layout)
 
-    def call(x) -> None:
-        model(x)
-        if gpu:
-            torch.cuda.synchronize(device)
+    def call(batch: dict[str, torch.Tensor]) -> None:
+        x = B.encode_wire(kind, batch[wire.SKETCH].to(device), batch.get(wire.HINTS), batch.get(wire.COLOR_HINT))
+        B.to_image(model(x.to(dtype).contiguous(memory_format=layout))).cpu()
 
     points = []
     with torch.inference_mode():
         for b in batches:
-            x = torch.from_numpy(inputs[np.arange(b) % len(inputs)]).to(device, dtype)
-            x = x.contiguous(memory_format=layout)
+            picks = [inputs[i % len(inputs)] for i in range(b)]
+            batch = {name: torch.from_numpy(np.stack([p[name] for p in picks])) for name in picks[0]}
             for _ in range(2):
-                call(x)
+                call(batch)
             times: list[float] = []
             stop = time.perf_counter() + seconds
             while time.perf_counter() < stop or len(times) < 3:
                 t0 = time.perf_counter()
-                call(x)
+                call(batch)
                 times.append(time.perf_counter() - t0)
             point = InProcessPoint(b, len(times), float(np.median(times) * 1e3), b * len(times) / sum(times))
             print(f"in-process {device} batch {b:>2}: {point.p50_ms:8.1f} ms  {point.images_per_s:8.1f} img/s",
@@ -403,7 +408,7 @@ def profiled(pid: int, out: Path) -> Iterator[Callable[[], None]]:
                 proc.kill()
 
 
-PROJECT_DIRS = ("service/", "training/", "benchmarks/", "model_repository/")
+PROJECT_DIRS = ("service/", "contract/", "training/", "benchmarks/", "model_repository/")
 FRAME = re.compile(r"^(?P<function>.*) \((?P<file>.*?)(?::\d+)?\)$")
 
 
@@ -445,7 +450,7 @@ def summarize_profile(raw: Path, top: int = 15) -> dict:
 
 def run(cfg: LatencyConfig, argv: list[str] | None = None) -> LatencyResults:
     """The whole benchmark: start the stack, measure the three paths, write the report."""
-    weights = cfg.repository / cfg.variant / "1" / "generator.pt2"
+    weights = cfg.repository / cfg.variant / "1" / wire.WEIGHTS_FILE
     if not weights.exists():
         raise SystemExit(f"{weights} not found: export the variant first (python -m training.export ...)")
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -459,13 +464,14 @@ def run(cfg: LatencyConfig, argv: list[str] | None = None) -> LatencyResults:
         model = asyncio.run(model_info(stack.ports.grpc_url, cfg.variant))
         # Triton and the gateway are idle now: the in-process forward has the cores to itself
         # (apart from whatever else runs on the machine).
-        inputs = np.stack([encode_sample(s, H.HintKind(model["hint_encoding"])) for s in samples])
-        if list(inputs.shape[1:]) != model["input_shape"]:
-            raise SystemExit(
-                f"{cfg.variant} takes {model['input_shape']} but training.hints.encode makes {list(inputs.shape[1:])} "
-                f"for {model['hint_encoding']} hints: re-export the variant"
-            )
-        in_process = measure_in_process(weights, inputs, cfg.batches, max(1.0, cfg.duration / 2), cfg.threads)
+        kind = H.HintKind(model["hint_encoding"])
+        wanted = {t.name: list(t.dims) for t in wire.inputs(kind)}
+        if model["inputs"] != wanted:
+            raise SystemExit(f"{cfg.variant} declares inputs {model['inputs']} but contract.wire has {wanted} for "
+                             f"{kind.value} hints: re-export the variant")  # fmt: skip
+        inputs = [wire_sample(s, kind) for s in samples]
+        seconds = max(1.0, cfg.duration / 2)
+        in_process = measure_in_process(weights, kind, inputs, cfg.batches, seconds, cfg.threads)
         meter = CpuMeter(stack.gateway.pid, stack.triton.pid)
         with profiled(stack.gateway.pid, profile_raw) if cfg.profile else nullcontext() as start_profile:
             points = asyncio.run(measure_servers(cfg, stack, model, samples, meter, start_profile))

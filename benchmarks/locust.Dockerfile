@@ -5,6 +5,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY proto proto
 COPY service service
+COPY contract contract
 COPY training training
 COPY benchmarks benchmarks
 RUN pip install --no-cache-dir . "locust>=2.20" && python -m service.codegen

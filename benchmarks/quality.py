@@ -48,9 +48,11 @@ from skimage.metrics import structural_similarity
 from tqdm import tqdm
 
 from benchmarks.baselines import BASELINES, dense_scribbles, patch_scribbles, point_scribbles, run_baseline
-from training import hints as H
+from contract import hints as H
+from contract import wire
+from contract.wire import WEIGHTS_FILE
 from training.data import load_split
-from training.export import WEIGHTS_FILE, load_exported
+from training.export import load_exported
 from training.metrics import PSNR_CAP_DB, l1_unit, psnr_uint8
 from training.variants import VARIANTS
 
@@ -144,8 +146,8 @@ def discover_variants(
 ) -> dict[str, H.HintKind]:
     """Variant name -> hint encoding for every model in the repository (or those in `only`), in the study's order.
 
-    Fails if a model's declared input is not what `training.hints.encode` builds for its encoding
-    (an export older than the encoding), rather than scoring it on inputs it was not trained on.
+    Fails if a model's declared inputs are not `contract.wire`'s for its encoding (an export older
+    than the wire), rather than scoring it through a model that cannot serve it.
     """
     found = {}
     for path in sorted(repository.glob("*/config.pbtxt")):
@@ -155,11 +157,12 @@ def discover_variants(
             print(f"skipping {path.parent.name}: no 1/{WEIGHTS_FILE}", file=sys.stderr)
             continue
         kind = read_hint_encoding(path)
-        dims = [tuple(i.dims) for i in read_config(path).input]
-        if dims != [(kind.channels, H.MODEL_SIZE, H.MODEL_SIZE)]:
+        declared = [(i.name, tuple(i.dims)) for i in read_config(path).input]
+        wanted = [(t.name, t.dims) for t in wire.inputs(kind)]
+        if declared != wanted:
             raise SystemExit(
-                f"{path}: input {dims} but the {kind.value!r} encoding builds ({kind.channels}, {H.MODEL_SIZE}, "
-                f"{H.MODEL_SIZE}): re-export {path.parent.name} from a checkpoint trained with the current encoding"
+                f"{path}: inputs {declared} but contract.wire has {wanted} for {kind.value!r} hints: "
+                f"rewrite its config (python -m training.export --rewrite-config {path.parent})"
             )
         found[path.parent.name] = kind
     if only is not None and (missing := sorted(set(only) - set(found))):
@@ -669,8 +672,8 @@ def write_report(results: Results, out: Path, info: dict, metrics: Sequence[str]
         "- Hints, all taken from the target: `blur` gets the target itself as the rough colour image "
         f"(the study's setting; the encoding box-blurs it {H.BLUR_KERNEL[0]}x{H.BLUR_KERNEL[1]}); `patches20` gets its "
         f"20 fixed {H.PATCH_SIZE}x{H.PATCH_SIZE} patches of the target; point hints are "
-        f"`training.hints.random_points(target, {max(POINT_COUNTS)}, default_rng(({HINT_SEED}, image index)))` "
-        "(*uniform*: anywhere) or `training.hints.region_points(target, sketch, ...)` with the same generator "
+        f"`contract.hints.random_points(target, {max(POINT_COUNTS)}, default_rng(({HINT_SEED}, image index)))` "
+        "(*uniform*: anywhere) or `contract.hints.region_points(target, sketch, ...)` with the same generator "
         "(*region*: on coloured pixels at least 2 px from a line, the way people place hints), truncated to the "
         "first k, so every method sees the same hints and k hints are a subset of the next count's.",
         "- Baselines get exactly those hints (as pixels: hint squares, the 20 patches, or the blurred target "

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from contract import hints as H
+from contract import wire
 from service.api import pb
 from service.client import grid_hints
-from training import hints as H
 from training.data import load_split, openmoji_cache, synthetic_pairs
 
 MAX_HINTS = 20  # requests carry 0..MAX_HINTS point hints, uniformly
@@ -84,7 +85,7 @@ def colorize_request(
     return request
 
 
-def encode_sample(sample: Sample, kind: H.HintKind) -> np.ndarray:
-    """The generator input for a sample, as the gateway would build it: (C, 128, 128) float32."""
+def wire_sample(sample: Sample, kind: H.HintKind) -> dict[str, np.ndarray]:
+    """The compact Triton inputs for a sample (`contract.wire`), as the gateway would send them."""
     points = sample.points if kind is H.HintKind.POINTS else ()
-    return H.encode(kind, sample.sketch, color=sample.color, points=points)
+    return wire.inputs_for(kind, sample.sketch, points=points, color=sample.color if kind.needs_color_image else None)

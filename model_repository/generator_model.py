@@ -1,9 +1,12 @@
 """The Triton Python-backend model that serves every generator variant.
 
 Each ``<variant>/1/model.py`` links here; ``<variant>/1/generator.pt2`` holds the weights and
-``<variant>/config.pbtxt`` the tensor names, dtypes and batch limits, all read at start-up.
-The requests of a batch are stacked into forward passes of at most the instance kind's batch
-limit; a malformed request gets its own error response and the rest of the batch is still served.
+``<variant>/config.pbtxt`` the hint encoding, tensor names and batch limits, all read at start-up.
+Requests carry the compact uint8 tensors of `contract.wire` (the sketch on the model grid, plus a
+hints table or a rough colour image); the model encodes a whole batch with `contract.batch`, the
+code training uses, so any Triton client gets what the gateway gets. The requests of a batch are
+stacked into forward passes of at most the instance kind's batch limit; a malformed request gets
+its own error response and the rest of the batch is still served. The answer is uint8 RGB.
 
 Tensors cross into and out of torch through DLPack, never numpy: on a GPU box the numpy path
 answered every request with an empty output tensor, and DLPack also leaves a GPU instance's
@@ -19,18 +22,26 @@ import torch
 import triton_python_backend_utils as pb_utils
 from torch.utils.dlpack import from_dlpack, to_dlpack
 
+from contract import batch as B
+from contract import wire
+from contract.hints import HintKind
+
 DEFAULT_FORWARD_BATCH = {"CPU": 32, "GPU": 256}  # unless config.pbtxt's max_forward_batch_{cpu,gpu} says
 
 
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        (inp,) = config["input"]
-        (out,) = config["output"]
-        self.input_name, self.output_name = inp["name"], out["name"]
-        self.input_shape = tuple(int(d) for d in inp["dims"])  # (C, 128, 128), batch dim excluded
-        kind = "GPU" if args["model_instance_kind"] == "GPU" else "CPU"
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.hint = HintKind(params["hint_encoding"])
+        self.inputs = wire.inputs(self.hint)
+        declared = [(i["name"], tuple(int(d) for d in i["dims"])) for i in config["input"]]
+        if declared != [(spec.name, spec.dims) for spec in self.inputs]:
+            raise ValueError(f"config.pbtxt declares inputs {declared}; a {self.hint.value} generator takes "
+                             f"{[(spec.name, spec.dims) for spec in self.inputs]}: re-export it")  # fmt: skip
+        (out,) = config["output"]
+        self.output_name = out["name"]
+        kind = "GPU" if args["model_instance_kind"] == "GPU" else "CPU"
         self.forward_batch = int(params.get(f"max_forward_batch_{kind.lower()}", DEFAULT_FORWARD_BATCH[kind]))
         if kind == "GPU":
             self.device = torch.device(f"cuda:{args['model_instance_device_id']}")
@@ -44,41 +55,48 @@ class TritonPythonModel:
         module = torch.export.load(str(weights)).module()  # float16 weights as stored
         self.generator = module.to(self.device, self.dtype).to(memory_format=self.memory_format)
         pb_utils.Logger.log_info(
-            f"{args['model_name']}: {weights.name} on {self.device} in {self.dtype}, input {self.input_shape}, "
+            f"{args['model_name']}: {weights.name} on {self.device} in {self.dtype}, {self.hint.value} hints, "
             f"forward batches of <= {self.forward_batch}"
         )
 
     def execute(self, requests):
         responses = [None] * len(requests)
-        inputs, owners = [], []
+        batches, owners = [], []
         for i, request in enumerate(requests):
-            tensor = pb_utils.get_input_tensor_by_name(request, self.input_name)
-            if tensor is None:
-                responses[i] = self._error(f"missing input tensor '{self.input_name}'")
-                continue
-            x = from_dlpack(tensor.to_dlpack())
-            if x.dim() != 4 or tuple(x.shape[1:]) != self.input_shape:
-                responses[i] = self._error(f"'{self.input_name}' must be [N, {self.input_shape}], got {list(x.shape)}")
-            elif not torch.isfinite(x).all():
-                responses[i] = self._error(f"'{self.input_name}' holds NaN or infinite values")
+            tensors, error = {}, None
+            for spec in self.inputs:
+                tensor = pb_utils.get_input_tensor_by_name(request, spec.name)
+                if tensor is None:
+                    error = f"missing input tensor '{spec.name}'"
+                    break
+                tensors[spec.name] = from_dlpack(tensor.to_dlpack())
+            if error is None and wire.HINTS in tensors:
+                error = wire.check_hints(tensors[wire.HINTS].reshape(-1, wire.HINT_FIELDS).cpu().numpy())
+            if error is not None:
+                responses[i] = self._error(error)
             else:
-                inputs.append(x)
+                batches.append(tensors)
                 owners.append(i)
-        if inputs:
-            colors = self.forward(torch.cat(inputs))  # (sum N_i, C, 128, 128) -> (sum N_i, 3, 128, 128) float32
+        if batches:
+            joined = {spec.name: torch.cat([t[spec.name] for t in batches]) for spec in self.inputs}
+            images = self.forward(joined)  # (sum N_i, 128, 128, 3) uint8 on the instance's device
             start = 0
-            for owner, x in zip(owners, inputs):
-                part = colors[start : start + x.shape[0]].contiguous()
-                start += x.shape[0]
+            for owner, tensors in zip(owners, batches):
+                n = tensors[wire.SKETCH].shape[0]
+                part = images[start : start + n].contiguous()
+                start += n
                 out = pb_utils.Tensor.from_dlpack(self.output_name, to_dlpack(part))
                 responses[owner] = pb_utils.InferenceResponse(output_tensors=[out])
         return responses
 
     @torch.inference_mode()
-    def forward(self, batch):
-        batch = batch.to(self.device, self.dtype, non_blocking=True).contiguous(memory_format=self.memory_format)
-        parts = [self.generator(chunk) for chunk in batch.split(self.forward_batch)]
-        return torch.cat(parts).float()  # output FP32 as config.pbtxt declares, on the instance's device
+    def forward(self, tensors):
+        sketch = tensors[wire.SKETCH].to(self.device, non_blocking=True)
+        hints, color = tensors.get(wire.HINTS), tensors.get(wire.COLOR_HINT)
+        x = B.encode_wire(self.hint, sketch, hints, color)
+        x = x.to(self.dtype).contiguous(memory_format=self.memory_format)
+        parts = [self.generator(chunk) for chunk in x.split(self.forward_batch)]
+        return B.to_image(torch.cat(parts))
 
     @staticmethod
     def _error(message):

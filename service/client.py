@@ -40,7 +40,7 @@ def hint(x: float, y: float, color: str | tuple[int, int, int], size: int = 0, n
 
 
 def grid_hints(points) -> list[pb.Hint]:
-    """Hints on the 128-px model grid (`training.hints.PointHint`: row, col, rgb, size) as pixel
+    """Hints on the 128-px model grid (`contract.hints.PointHint`: row, col, rgb, size) as pixel
     hints on a 128x128 sketch, where the gateway maps pixel (x, y) back to (row=y, col=x)."""
     return [hint(p.col, p.row, p.rgb, p.size) for p in points]
 

@@ -25,22 +25,17 @@ from grpc_reflection.v1alpha import reflection
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
+from contract import wire
+from contract.hints import MODEL_SIZE, HintKind
 from service import imaging, security
 from service.api import SERVICE_NAME, pb, pb_grpc
 from service.imaging import Frame, Limits, RequestError, invalid
 from service.inputs import OUTPUT_FORMAT_NAMES, Undecodable, check_output_fields, encode_request, lenient
 from service.triton_pool import TritonPool
-from training import hints as H
-from training.variants import DEFAULT_VARIANT
 
 log = logging.getLogger("sketch2color.gateway")
 
-HINT_KINDS = {  # what a variant's hint encoding accepts, in the API's words
-    H.HintKind.NONE: [],
-    H.HintKind.POINTS: [pb.HINT_KIND_POINTS],
-    H.HintKind.BLUR: [pb.HINT_KIND_COLOR_IMAGE],
-    H.HintKind.PATCHES20: [pb.HINT_KIND_COLOR_IMAGE],
-}
+HINT_KINDS = {kind: [pb.HintKind.Value(name) for name in names] for kind, names in wire.HINT_KIND_API.items()}
 
 
 @dataclass(frozen=True)
@@ -51,7 +46,7 @@ class GatewayConfig:
     host: str = "127.0.0.1"
     port: int = 50051
     metrics_port: int = 9095  # 0 = no metrics endpoint
-    default_variant: str = DEFAULT_VARIANT
+    default_variant: str = wire.DEFAULT_VARIANT
     max_message_mb: int = 32
     max_pixels: int = Limits.max_pixels
     max_hints: int = Limits.max_hints
@@ -76,11 +71,9 @@ class GatewayConfig:
 @dataclass
 class VariantInfo:
     name: str
-    hint: H.HintKind
+    hint: HintKind
     description: str
     version: str
-    input_name: str
-    output_name: str
     ready: bool = True
 
 
@@ -129,13 +122,16 @@ class Colorizer(pb_grpc.ColorizerServicer):
                     params = {k: v["string_value"] for k, v in cfg.get("parameters", {}).items()}
                     if "hint_encoding" not in params:
                         continue  # not a generator
+                    hint = HintKind(params["hint_encoding"])
+                    if not _speaks_wire(cfg, hint):
+                        log.warning("%s: its inputs/outputs are not contract.wire's for %s hints: re-export it; "
+                                    "not served", name, hint.value)  # fmt: skip
+                        continue
                     variants[name] = VariantInfo(
                         name=name,
-                        hint=H.HintKind(params["hint_encoding"]),
+                        hint=hint,
                         description=params.get("description", ""),
                         version=f"{model.get('version', '1')}+{params.get('weights_sha256', '')}".rstrip("+"),
-                        input_name=cfg["input"][0]["name"],
-                        output_name=cfg["output"][0]["name"],
                     )
         except (InferenceServerException, grpc.RpcError, KeyError, ValueError) as e:
             log.debug("Triton not ready: %s", e)
@@ -170,7 +166,7 @@ class Colorizer(pb_grpc.ColorizerServicer):
                     name=v.name,
                     description=v.description,
                     accepted_hints=HINT_KINDS[v.hint],
-                    input_size=H.MODEL_SIZE,
+                    input_size=MODEL_SIZE,
                     version=v.version,
                     ready=v.ready,
                 )  # fmt: skip
@@ -316,26 +312,27 @@ class Colorizer(pb_grpc.ColorizerServicer):
             raise invalid(f"variant {name!r} needs `color_hint`: a rough colour image of the sketch")
         return variant
 
-    def prepare(self, request, variant: VariantInfo) -> tuple[np.ndarray, Frame, np.ndarray]:
+    def prepare(self, request, variant: VariantInfo) -> tuple[dict[str, np.ndarray], Frame, np.ndarray]:
         return encode_request(request, variant.hint, self.limits)
 
-    async def infer(self, variant: VariantInfo, encoded: np.ndarray, time_remaining: float | None) -> np.ndarray:
-        """One request to Triton, with the caller's remaining deadline: -> (3, 128, 128) in [-1, 1]."""
+    async def infer(self, variant: VariantInfo, inputs: dict[str, np.ndarray], time_remaining: float | None
+                    ) -> np.ndarray:  # fmt: skip
+        """One request to Triton, with the caller's remaining deadline: -> (128, 128, 3) uint8 RGB."""
         if time_remaining is not None and time_remaining <= 0:
             raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before inference")
-        tensor = InferInput(variant.input_name, [1, *encoded.shape], "FP32")
-        tensor.set_data_from_numpy(encoded[None])
+        tensors = []
+        for name, array in inputs.items():
+            tensor = InferInput(name, [1, *array.shape], "UINT8")
+            tensor.set_data_from_numpy(array[None])
+            tensors.append(tensor)
         try:
-            result = await self.triton.infer(
-                variant.name, [tensor], [InferRequestedOutput(variant.output_name)], time_remaining
-            )
+            result = await self.triton.infer(variant.name, tensors, [InferRequestedOutput(wire.IMAGE)], time_remaining)
         except InferenceServerException as e:
             raise _triton_error(e, variant.name) from None
-        return result.as_numpy(variant.output_name)[0]
+        return result.as_numpy(wire.IMAGE)[0]
 
-    def finish(self, request, output: np.ndarray, frame: Frame, sketch: np.ndarray) -> tuple[bytes, str, int, int]:
-        """Model output -> encoded image, at model size or at the sketch's own with crisp lines."""
-        color = H.from_unit(output).transpose(1, 2, 0)  # (128, 128, 3) uint8
+    def finish(self, request, color: np.ndarray, frame: Frame, sketch: np.ndarray) -> tuple[bytes, str, int, int]:
+        """Model output (128, 128, 3) uint8 -> encoded image, at model size or at the sketch's own with crisp lines."""
         if request.output_size == pb.OUTPUT_SIZE_MODEL:
             out = color
         else:
@@ -364,6 +361,14 @@ def add_colorizer(servicer: Colorizer, server) -> None:
 def _accepts(variant: VariantInfo) -> str:
     kinds = [pb.HintKind.Name(k) for k in HINT_KINDS[variant.hint]]
     return "it accepts " + (", ".join(kinds) if kinds else "the sketch alone")
+
+
+def _speaks_wire(config: dict, hint: HintKind) -> bool:
+    """Whether a Triton model config declares exactly the `contract.wire` tensors of its hint kind."""
+    declared = [(t["name"], t.get("data_type"), tuple(int(d) for d in t["dims"])) for t in config["input"]]
+    wanted = [(t.name, "TYPE_" + t.data_type, t.dims) for t in wire.inputs(hint)]
+    out = [(t["name"], t.get("data_type"), tuple(int(d) for d in t["dims"])) for t in config["output"]]
+    return declared == wanted and out == [(wire.IMAGE, "TYPE_" + wire.OUTPUT.data_type, wire.OUTPUT.dims)]
 
 
 def _triton_error(e: InferenceServerException, variant: str) -> RequestError:

@@ -15,12 +15,11 @@ import grpc
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from training.hints import MODEL_SIZE, POINT_SIZE_RANGE, PointHint
+from contract.hints import DEFAULT_POINT_SIZE, MODEL_SIZE, POINT_SIZE_RANGE, PointHint
 
 # The gateway checks image dimensions itself (before any pixel is decoded), with its own limit.
 Image.MAX_IMAGE_PIXELS = None
 ACCEPTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP", "MPO": "JPEG"}  # MPO: multi-frame JPEG
-DEFAULT_HINT_SIZE = 5
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_MIN_PIXELS_PER_BYTE = 1024  # see decode_image: a JPEG holds at most 512 pixels per byte
 OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
@@ -185,10 +184,10 @@ def grid_points(hints: list[RawHint], frame: Frame, limits: Limits) -> list[Poin
             x, y = h.x, h.y
         if any(c > 255 for c in h.rgb):
             raise invalid(f"hints[{i}]: colour {h.rgb} has a component above 255")
-        size = h.size or DEFAULT_HINT_SIZE
+        size = h.size or DEFAULT_POINT_SIZE
         lo, hi = POINT_SIZE_RANGE
         if not lo <= size <= hi:
-            raise invalid(f"hints[{i}]: size {size} is outside {lo}..{hi} (model pixels; 0 means {DEFAULT_HINT_SIZE})")
+            raise invalid(f"hints[{i}]: size {size} is outside {lo}..{hi} (model pixels; 0 means {DEFAULT_POINT_SIZE})")
         row, col = frame.grid_position(x, y)
         points.append(PointHint(row, col, h.rgb, size))
     return points

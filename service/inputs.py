@@ -1,5 +1,6 @@
-"""A ColorizeRequest, from bytes to the generator's input: parsing that cannot fail, field checks
-made before any work, and decoding + encoding (run in the gateway's worker threads)."""
+"""A ColorizeRequest, from bytes to the generator's wire tensors: parsing that cannot fail, field
+checks made before any work, and decoding + fitting to the model grid (run in the gateway's worker
+threads). The hint encoding itself happens in the Triton model (`contract.wire`)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import cv2
 import numpy as np
 from google.protobuf.message import DecodeError
 
+from contract import wire
+from contract.hints import HintKind
 from service import imaging
 from service.api import pb
 from service.imaging import Frame, Limits, RawHint, invalid
-from training import hints as H
 
 OUTPUT_FORMAT_NAMES = {
     pb.IMAGE_FORMAT_UNSPECIFIED: "png",
@@ -54,10 +56,10 @@ def check_output_fields(request) -> None:
                       "0 means SKETCH")  # fmt: skip
 
 
-def encode_request(request, hint: H.HintKind, limits: Limits) -> tuple[np.ndarray, Frame, np.ndarray]:
-    """Decode, validate and encode a request with the training module's encoder.
+def encode_request(request, hint: HintKind, limits: Limits) -> tuple[dict[str, np.ndarray], Frame, np.ndarray]:
+    """Decode and validate a request and fit it onto the model grid.
 
-    -> (generator input (C, 128, 128) float32, the sketch's frame on the model grid, sketch gray).
+    -> (the `contract.wire` tensors by name, the sketch's frame on the model grid, sketch gray).
     CPU-bound: the gateway runs it in a worker thread.
     """
     if request.output_format == pb.IMAGE_FORMAT_WEBP and request.output_size != pb.OUTPUT_SIZE_MODEL:
@@ -79,4 +81,4 @@ def encode_request(request, hint: H.HintKind, limits: Limits) -> tuple[np.ndarra
         p = getattr(h, which)
         raw.append(RawHint(p.x, p.y, which == "normalized", (h.color.r, h.color.g, h.color.b), h.size))
     points = imaging.grid_points(raw, frame, limits)
-    return H.encode(hint, frame.to_grid(sketch), color=color, points=points), frame, sketch
+    return wire.inputs_for(hint, frame.to_grid(sketch), points=points, color=color), frame, sketch

@@ -1,4 +1,4 @@
-"""training.batches / training.hint_batch: batches made on the device equal the per-image reference encoder."""
+"""training.batches / contract.batch: batches made on the device equal the per-image reference encoder."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from training import hint_batch as HB
-from training import hints as H
+from contract import batch as HB
+from contract import hints as H
 from training.batches import BatchMaker, batch_generator
 from training.data import synthetic_pairs
 from training.train import resolve_device

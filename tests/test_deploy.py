@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import fields
@@ -27,7 +28,8 @@ GATEWAY_VARS = {"SKETCH2COLOR_" + f.name.upper() for f in fields(GatewayConfig)}
 WEB_VARS = {"SKETCH2COLOR_WEB_" + f.name.upper() for f in fields(WebConfig)}
 MODEL_VARS = set(re.findall(r"SKETCH2COLOR_\w+", (REPOSITORY / "generator_model.py").read_text()))
 # What each image does not install (pyproject's extras): importing any of it at start-up would crash.
-NOT_IN_GATEWAY_IMAGE = ["torch", "pytriton", "skia", "matplotlib", "scipy", "skimage", "psutil", "locust", "selenium"]
+NOT_IN_GATEWAY_IMAGE = ["torch", "pytriton", "skia", "matplotlib", "scipy", "skimage", "psutil", "locust", "selenium",
+                        "training", "benchmarks"]  # fmt: skip
 NOT_IN_LOCUST_IMAGE = ["torch", "pytriton", "skia", "matplotlib", "scipy", "skimage", "aiohttp", "selenium"]
 
 
@@ -144,19 +146,36 @@ importlib.import_module({module!r})
 """
 
 
+def image_tree(dockerfile: str, into: Path) -> Path:
+    """What the Dockerfile's COPY lines put into the image's work directory, copied into `into`."""
+    for line in re.findall(r"^COPY (.+)$", (ROOT / dockerfile).read_text(), re.M):
+        *sources, _ = line.split()
+        for source in sources:
+            (shutil.copytree if (ROOT / source).is_dir() else shutil.copy)(ROOT / source, into / Path(source).name)
+    return into
+
+
 @pytest.mark.parametrize(
-    "module, blocked",
+    "module, dockerfile, blocked",
     [
-        ("service.gateway", NOT_IN_GATEWAY_IMAGE),
-        ("service.web", NOT_IN_GATEWAY_IMAGE),
-        ("service.healthcheck", NOT_IN_GATEWAY_IMAGE),
-        ("benchmarks.locustfile", NOT_IN_LOCUST_IMAGE),
+        ("service.gateway", "service/Dockerfile", NOT_IN_GATEWAY_IMAGE),
+        ("service.web", "service/Dockerfile", NOT_IN_GATEWAY_IMAGE),
+        ("service.healthcheck", "service/Dockerfile", NOT_IN_GATEWAY_IMAGE),
+        ("benchmarks.locustfile", "benchmarks/locust.Dockerfile", NOT_IN_LOCUST_IMAGE),
     ],
 )
-def test_each_image_entry_point_imports_with_only_that_images_dependencies(module, blocked):
+def test_each_image_entry_point_imports_from_that_images_files_and_dependencies(module, dockerfile, blocked, tmp_path):
+    tree = image_tree(dockerfile, tmp_path)
     code = BLOCKER.format(blocked=set(blocked), module=module)
-    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    run = subprocess.run([sys.executable, "-c", code], cwd=tree, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_the_gateway_image_is_built_from_proto_service_and_the_contract_alone():
+    copied = set()
+    for line in re.findall(r"^COPY (.+)$", (ROOT / "service/Dockerfile").read_text(), re.M):
+        copied.update(line.split()[:-1])
+    assert copied == {"pyproject.toml", "README.md", "proto", "service", "contract"}
 
 
 # ---------------------------------------------------------------------------------- Kubernetes

@@ -13,6 +13,7 @@ import torch
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from contract import wire
 from training import export as E
 from training.variants import VARIANTS
 
@@ -56,12 +57,11 @@ def test_export_writes_a_triton_config_declaring_the_variant_tensors_and_hint_en
     assert config.name == variant and config.backend == "python"
     assert config.max_batch_size == E.MAX_BATCH > 1
     assert config.HasField("dynamic_batching")
-    (inp,) = config.input
+    inputs = [(i.name, list(i.dims), i.data_type) for i in config.input]
+    assert inputs == [(t.name, list(t.dims), model_config_pb2.TYPE_UINT8) for t in wire.inputs(hint)]
+    assert inputs[0] == ("sketch", [128, 128], model_config_pb2.TYPE_UINT8)
     (out,) = config.output
-    assert inp.name == E.INPUT_NAME and inp.data_type == model_config_pb2.TYPE_FP32
-    assert list(inp.dims) == [hint.channels, 128, 128]
-    assert out.name == E.OUTPUT_NAME and out.data_type == model_config_pb2.TYPE_FP32
-    assert list(out.dims) == [3, 128, 128]
+    assert out.name == "image" and out.data_type == model_config_pb2.TYPE_UINT8 and list(out.dims) == [128, 128, 3]
     parameters = {key: p.string_value for key, p in config.parameters.items()}
     assert parameters["hint_encoding"] == hint.value
     assert parameters["description"] == VARIANTS[variant].description
@@ -70,7 +70,16 @@ def test_export_writes_a_triton_config_declaring_the_variant_tensors_and_hint_en
     trained = json.loads(parameters["trained"])
     assert trained["steps"] == torch.load(checkpoint, weights_only=False)["step"] and trained["data"] == "synthetic"
     (warmup,) = config.model_warmup
-    assert list(warmup.inputs[E.INPUT_NAME].dims) == list(inp.dims)
+    assert {k: list(v.dims) for k, v in warmup.inputs.items()} == {name: dims for name, dims, _ in inputs}
+
+
+def test_rewrite_config_writes_the_same_config_as_export_from_the_config_alone(exported, tmp_path):
+    _, repository = exported("guided")
+    path = repository / "guided" / "config.pbtxt"
+    written = path.read_text()
+    path.write_text(written.replace('name: "sketch"', 'name: "sketch_and_hints"'))  # as an older export
+    E.rewrite_config(repository / "guided")
+    assert path.read_text() == written
 
 
 def test_export_links_model_py_to_the_one_shared_generator_model(exported):

@@ -25,14 +25,16 @@ from PIL import Image
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
+from contract import hints as H
+from contract import wire
+from contract.wire import WEIGHTS_FILE
 from service import triton_local
 from service.api import SERVICE_NAME, pb, pb_grpc
 from service.imaging import Limits
 from service.inputs import encode_request
 from service.triton_local import serving_stack
-from training import hints as H
 from training.data import synthetic_pairs
-from training.export import WEIGHTS_FILE, load_exported
+from training.export import load_exported
 
 from .integration import GATEWAY_ARGS, REPOSITORY, ROOT, health_status, wait_for_health
 
@@ -118,13 +120,6 @@ def expected_output(generator, encoded: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------- contract
 
 
-@pytest.mark.parametrize("name", sorted(VARIANTS))
-def test_training_and_serving_encode_a_request_into_the_same_tensor(name):
-    req, trained_on = request_for(name, 3, n_hints=12)
-    served, _, _ = encode_request(req, VARIANTS[name], Limits())
-    np.testing.assert_array_equal(served, trained_on)
-
-
 def test_list_variants_reports_every_exported_variant_with_its_hint_kinds(stub):
     listing = stub.ListVariants(pb.ListVariantsRequest(), timeout=10)
     got = {v.name: v for v in listing.variants}
@@ -164,6 +159,22 @@ def test_served_output_equals_the_pytorch_generator_on_the_same_input(stub, gene
     served = decode(response.image)
     diff = np.abs(served.astype(int) - expected_output(generators[name], encoded).astype(int))
     assert diff.max() <= 1, f"served output differs by up to {diff.max()} levels"
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_a_raw_triton_call_with_the_wire_tensors_gives_the_gateways_image(stack, stub, name):
+    req, _ = request_for(name, 6, n_hints=9)
+    served = decode(stub.Colorize(req, timeout=30).image)
+    wire_inputs, _, _ = encode_request(req, VARIANTS[name], Limits())
+    client = triton_grpc.InferenceServerClient(stack.ports.grpc_url)
+    tensors = []
+    for spec in wire.inputs(VARIANTS[name]):
+        tensor = triton_grpc.InferInput(spec.name, [1, *spec.dims], spec.data_type)
+        tensor.set_data_from_numpy(wire_inputs[spec.name][None])
+        tensors.append(tensor)
+    raw = client.infer(name, tensors).as_numpy(wire.IMAGE)
+    assert raw.dtype == np.uint8 and raw.shape == (1, 128, 128, 3)
+    np.testing.assert_array_equal(raw[0], served)
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
@@ -235,16 +246,20 @@ def test_concurrent_requests_are_batched_by_triton_and_each_gets_its_own_result(
         assert diff.max() <= 1
 
 
-def test_triton_answers_a_bad_tensor_with_its_own_error_and_serves_the_rest_of_the_batch(stack):
+def test_triton_answers_a_bad_hints_table_with_its_own_error_and_serves_the_rest_of_the_batch(stack):
     client = triton_grpc.InferenceServerClient(stack.ports.grpc_url)
-    good = np.zeros((1, 3, 128, 128), np.float32)
-    bad = np.full((1, 3, 128, 128), np.nan, np.float32)
+    sketch = np.full((1, 128, 128), 255, np.uint8)
+    good = wire.pack_points([H.PointHint(60, 60, (255, 0, 0), 5)])[None]
+    bad = good.copy()
+    bad[0, 0, 0] = 200  # a row off the 128-px grid
 
-    def infer(x):
-        tensor = triton_grpc.InferInput("sketch_and_hints", list(x.shape), "FP32")
-        tensor.set_data_from_numpy(x)
+    def infer(table):
+        tensors = [triton_grpc.InferInput(wire.SKETCH, list(sketch.shape), "UINT8"),
+                   triton_grpc.InferInput(wire.HINTS, list(table.shape), "UINT8")]  # fmt: skip
+        tensors[0].set_data_from_numpy(sketch)
+        tensors[1].set_data_from_numpy(table)
         try:
-            return client.infer("unet_l1", [tensor]).as_numpy("color")
+            return client.infer("guided", tensors).as_numpy(wire.IMAGE)
         except InferenceServerException as e:
             return e
 
@@ -252,9 +267,9 @@ def test_triton_answers_a_bad_tensor_with_its_own_error_and_serves_the_rest_of_t
         results = list(pool.map(infer, [bad if i % 2 else good for i in range(8)]))
     for i, r in enumerate(results):
         if i % 2:
-            assert isinstance(r, InferenceServerException) and "NaN" in r.message()
+            assert isinstance(r, InferenceServerException) and "outside 0..127" in r.message()
         else:
-            assert isinstance(r, np.ndarray) and r.shape == (1, 3, 128, 128)
+            assert isinstance(r, np.ndarray) and r.shape == (1, 128, 128, 3) and r.dtype == np.uint8
 
 
 def test_colorize_stream_returns_every_item_and_reports_a_bad_one_in_place(stub):

@@ -1,4 +1,4 @@
-"""training.hints: how a sketch and its hints become the generator's input tensor."""
+"""contract.hints: how a sketch and its hints become the generator's input tensor."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from training import hints as H
-from training.hints import HintKind, PointHint
+from contract import hints as H
+from contract.hints import HintKind, PointHint
 
 SIZE = H.MODEL_SIZE
 

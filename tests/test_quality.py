@@ -19,7 +19,7 @@ from PIL import Image
 
 from benchmarks import baselines as B
 from benchmarks import quality as Q
-from training import hints as H
+from contract import hints as H
 from training.data import load_split
 from training.export import SHARED_MODEL_PY, export
 from training.metrics import PSNR_CAP_DB
@@ -281,13 +281,13 @@ def test_discover_variants_reads_every_exported_hint_encoding(tiny_repository):
     assert Q.discover_variants(tiny_repository) == {name: v.hint for name, v in VARIANTS.items()}
 
 
-def test_discover_variants_refuses_an_export_whose_input_is_not_what_its_encoding_builds(tiny_repository, tmp_path):
+def test_discover_variants_refuses_an_export_whose_inputs_are_not_the_wire_of_its_encoding(tiny_repository, tmp_path):
     stale = tmp_path / "repository"
     shutil.copytree(tiny_repository / "guided", stale / "guided", symlinks=True)
     config = stale / "guided" / "config.pbtxt"
-    config.write_text(config.read_text().replace(f"dims: [ {H.HintKind.POINTS.channels},", "dims: [ 10,"))
+    config.write_text(config.read_text().replace("dims: [ 512, 6 ]", "dims: [ 10, 6 ]"))
 
-    with pytest.raises(SystemExit, match="re-export guided"):
+    with pytest.raises(SystemExit, match="--rewrite-config"):
         Q.discover_variants(stale)
 
 

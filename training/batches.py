@@ -3,7 +3,7 @@
 The training split is held as uint8 tensors on the device (128x128 pairs are 64 KB each), with
 what never changes computed once per image: the fill regions of each sketch for the ``points``
 hint, the uint8 picture of a dense hint per mirror orientation. A batch is then a handful of
-tensor ops: gather, flip, sample hints (`hint_batch.sample_points`), encode. Every input equals,
+tensor ops: gather, flip, sample hints (`contract.batch.sample_points`), encode. Every input equals,
 bit for bit, what `hints.encode` makes for the same image, flip and hints (a test proves it), so
 training still sees exactly what serving sends.
 """
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from training import hint_batch as HB
-from training import hints as H
+from contract import batch as HB
+from contract import hints as H
 from training.variants import Variant
 
 

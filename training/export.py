@@ -2,8 +2,9 @@
 
 ``python -m training.export runs/guided/last.pt`` writes ``model_repository/guided/``:
 
-- ``config.pbtxt``: the Triton model (Python backend, dynamic batching, warm-up) and, as
-  parameters, the variant's hint encoding and description: the gateway reads them from there.
+- ``config.pbtxt``: the Triton model (Python backend, dynamic batching, warm-up), its inputs and
+  output as `contract.wire` defines them for the hint kind, and, as parameters, the variant's hint
+  encoding and description: the gateway and the Triton model read them from there.
 - ``1/generator.pt2``: the generator as a ``torch.export`` program with float16 weights (half
   the bytes; the Triton model computes in float32 on a CPU, float16 on a GPU), batches of 1-256.
 - ``1/model.py``: a link to the one shared ``model_repository/generator_model.py``.
@@ -19,12 +20,11 @@ from pathlib import Path
 
 import torch
 
-from training.hints import MODEL_SIZE, HintKind
+from contract import wire
+from contract.hints import MODEL_SIZE, HintKind
+from contract.wire import WEIGHTS_FILE
 from training.networks import UNet, UNetConfig
 
-INPUT_NAME = "sketch_and_hints"  # (C, 128, 128) float32 in [-1, 1], built by training.hints.encode
-OUTPUT_NAME = "color"  # (3, 128, 128) float32 in [-1, 1]
-WEIGHTS_FILE = "generator.pt2"
 SHARED_MODEL_PY = "generator_model.py"
 MAX_BATCH = 256  # Triton's dynamic batches and the exported program's batch dimension
 FORWARD_BATCH = {"cpu": 32, "gpu": 256}  # the most one forward pass takes, per instance kind
@@ -108,16 +108,22 @@ def triton_config(info: ExportInfo, trained: dict) -> str:
     def param(key: str, value: str) -> str:
         return f'  {{ key: "{key}" value: {{ string_value: {json.dumps(value)} }} }}'
 
-    dims = f"[ {info.channels}, {MODEL_SIZE}, {MODEL_SIZE} ]"
-    return f"""# Written by `python -m training.export`; the gateway reads the parameters below.
+    def dims(spec: wire.TensorSpec) -> str:
+        return "[ " + ", ".join(map(str, spec.dims)) + " ]"
+
+    specs = wire.inputs(info.hint)
+    declared = ",\n".join(f'  {{ name: "{t.name}" data_type: TYPE_{t.data_type} dims: {dims(t)} }}' for t in specs)
+    warmup = "\n".join(f'    inputs {{ key: "{t.name}" value: {{ data_type: TYPE_{t.data_type} dims: {dims(t)} '
+                        "zero_data: true } }" for t in specs)  # fmt: skip
+    return f"""# Written by `python -m training.export`; the gateway and the model read the parameters below.
 name: "{info.variant}"
 backend: "python"
 max_batch_size: {MAX_BATCH}
 input [
-  {{ name: "{INPUT_NAME}" data_type: TYPE_FP32 dims: {dims} }}
+{declared}
 ]
 output [
-  {{ name: "{OUTPUT_NAME}" data_type: TYPE_FP32 dims: [ 3, {MODEL_SIZE}, {MODEL_SIZE} ] }}
+  {{ name: "{wire.OUTPUT.name}" data_type: TYPE_{wire.OUTPUT.data_type} dims: {dims(wire.OUTPUT)} }}
 ]
 dynamic_batching {{
   preferred_batch_size: [ 8, 16, 32 ]
@@ -137,10 +143,24 @@ model_warmup [
   {{
     name: "zeros"
     batch_size: 1
-    inputs {{ key: "{INPUT_NAME}" value: {{ data_type: TYPE_FP32 dims: {dims} zero_data: true }} }}
+{warmup}
   }}
 ]
 """
+
+
+def rewrite_config(model_dir: Path | str) -> None:
+    """Write an exported model's config.pbtxt anew from its own parameters (after the wire or the
+    config format changed), without the checkpoint: the weights stay as they are."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    path = Path(model_dir) / "config.pbtxt"
+    config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    params = {k: v.string_value for k, v in config.parameters.items()}
+    hint = HintKind(params["hint_encoding"])
+    info = ExportInfo(config.name, hint, params["description"], hint.channels, 0, params["weights_sha256"])
+    path.write_text(triton_config(info, json.loads(params["trained"])))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -148,7 +168,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoint", type=Path, nargs="+", help="runs/<variant>/last.pt ...")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--name", help="model name in the repository (default: the variant's)")
+    parser.add_argument("--rewrite-config", action="store_true",
+                        help="the arguments are exported model dirs: rewrite their config.pbtxt only")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.rewrite_config:
+        for model_dir in args.checkpoint:
+            rewrite_config(model_dir)
+            print(f"{model_dir}/config.pbtxt rewritten")
+        return
     for checkpoint in args.checkpoint:
         info = export(checkpoint, args.repository, args.name)
         print(f"{checkpoint} -> {args.repository / info.variant} ({info.parameters:,} parameters, {info.hint.value})")

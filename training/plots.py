@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from training import hints as H  # noqa: E402
+from contract import hints as H  # noqa: E402
 
 
 def _smooth(values: list[float], window: int = 50) -> np.ndarray:

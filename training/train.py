@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training import hints as H
+from contract import hints as H
 from training.batches import Batch, BatchMaker, batch_generator
 from training.calibrate import BN_BATCHES, calibrate_batchnorm
 from training.data import load_split

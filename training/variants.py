@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from training.hints import HintKind
+from contract.hints import HintKind
 
 
 @dataclass(frozen=True)
@@ -54,4 +54,3 @@ VARIANTS: dict[str, Variant] = {
         ),
     )
 }
-DEFAULT_VARIANT = "guided"

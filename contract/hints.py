@@ -18,7 +18,7 @@ Kinds:
   network learns to use sparse hints within an hour of CPU training.
 
 The ``points`` encoding is integer arithmetic up to one final float32 step, so the batched torch
-encoder that training runs on its device (`training.hint_batch`) makes bit-identical tensors.
+encoder that training runs on its device (`contract.batch`) makes bit-identical tensors.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ PATCH_CORNERS: tuple[tuple[int, int], ...] = (
 PATCH_SIZE = 7
 BLUR_KERNEL = (32, 32)
 POINT_SIZE_RANGE = (1, 9)  # side of a hint square, in model pixels
+DEFAULT_POINT_SIZE = 5  # a hint that gives no size (the API's 0)
 POINT_COUNT_P = 1 / 8  # training hint count ~ Geometric(p) - 1: mean 7, one in eight has none
 LINE_THRESHOLD = 128  # sketch pixels darker than this are lines, which bound the fill regions
 LINE_GROW = 3  # lines are dilated by this square before regions are found: gaps of <= 2 px close
@@ -71,7 +72,7 @@ class PointHint:
     row: int
     col: int
     rgb: tuple[int, int, int]
-    size: int = 5
+    size: int = DEFAULT_POINT_SIZE
 
     def bounds(self) -> tuple[int, int, int, int]:
         """(top, bottom, left, right) of the square, clipped to the image, bottom/right exclusive."""

@@ -1,6 +1,6 @@
 """The ``points`` hint encoding and the training hint samplers, for a whole batch at once in torch.
 
-`training.hints.encode` is the reference (one image, numpy; the gateway calls it). This module
+`contract.hints.encode` is the reference (one image, numpy; the gateway calls it). This module
 makes the same tensor, bit for bit, for B images at once on the training device, so a GPU is
 not starved by a per-image Python batch maker. Hints travel as padded tensors:
 
@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training import hints as H
+from contract import hints as H
 
 SIZE = H.MODEL_SIZE
 SIDE = H.POINT_SIZE_RANGE[1]  # the widest hint square; every hint lives in a SIDE x SIDE window
@@ -42,6 +43,14 @@ class PointBatch:
                 rows[b, i], cols[b, i], sizes[b, i], valid[b, i] = p.row, p.col, p.size, True
                 rgb[b, i] = torch.tensor(p.rgb)
         return PointBatch(*(t.to(device) for t in (rows, cols, sizes, rgb, valid)))
+
+    @staticmethod
+    def from_wire(table: torch.Tensor) -> PointBatch:
+        """`contract.wire` hint tables (B, MAX_HINTS, 6) uint8 as a batch, cut after the last used row."""
+        used = table[..., 2] > 0
+        k = int(used.nonzero()[:, 1].max()) + 1 if used.any() else 0
+        t = table[:, :k].long()
+        return PointBatch(t[..., 0], t[..., 1], t[..., 2], t[..., 3:6], used[:, :k])
 
     def to_lists(self) -> list[list[H.PointHint]]:
         out = []
@@ -69,7 +78,7 @@ def square_windows(points: PointBatch) -> tuple[torch.Tensor, torch.Tensor]:
     inside = (r_in[..., :, None] & c_in[..., None, :]) & points.valid[..., None, None]
     flat = r.clamp(0, SIZE - 1)[..., :, None] * SIZE + c.clamp(0, SIZE - 1)[..., None, :]
     b, k = points.rows.shape
-    return flat.reshape(b, k, -1), inside.reshape(b, k, -1)
+    return flat.reshape(b, k, SIDE * SIDE), inside.reshape(b, k, SIDE * SIDE)
 
 
 def encode_points(sketch: torch.Tensor, labels: torch.Tensor, points: PointBatch) -> torch.Tensor:
@@ -94,6 +103,30 @@ def encode_points(sketch: torch.Tensor, labels: torch.Tensor, points: PointBatch
     out[:, 7:10] = fill.reshape(b, 3, -1)
     out[:, 10] = filled.reshape(b, -1)
     return out.reshape(b, 11, SIZE, SIZE)
+
+
+def encode_wire(kind: H.HintKind, sketch: torch.Tensor, hints: torch.Tensor | None = None,
+                color: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """The generator input (B, C, 128, 128) float32 for a batch of `contract.wire` tensors.
+
+    sketch: (B, 128, 128) uint8 on the compute device; hints: (B, MAX_HINTS, 6) uint8 (``points``);
+    color: (B, 128, 128, 3) uint8 (``blur``, ``patches20``). The fill regions (connected
+    components) and the dense kinds are computed per image with the reference code on the CPU.
+    """
+    kind = H.HintKind(kind)
+    if kind is H.HintKind.POINTS:
+        labels = torch.from_numpy(np.stack([H.fill_labels(s) for s in sketch.cpu().numpy()]))
+        return encode_points(sketch, labels.to(sketch.device), PointBatch.from_wire(hints.to(sketch.device)))
+    if kind is H.HintKind.NONE:
+        return unit(sketch)[:, None].expand(-1, 3, -1, -1).contiguous()
+    colors = color.cpu().numpy()
+    parts = [H.encode(kind, s, color=c) for s, c in zip(sketch.cpu().numpy(), colors)]
+    return torch.from_numpy(np.stack(parts)).to(sketch.device)
+
+
+def to_image(x: torch.Tensor) -> torch.Tensor:
+    """Generator output (B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8, rounded as `hints.from_unit`."""
+    return torch.round((x.float() + 1.0) * 127.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
 def fill_regions(labels: torch.Tensor, points: PointBatch) -> tuple[torch.Tensor, torch.Tensor]:
