@@ -85,6 +85,7 @@ class LatencyConfig:
     sketches: str = "auto"  # openmoji (test split), synthetic, or auto: openmoji when prepared
     profile: bool = False
     seed: int = 0
+    processes: int = 1  # gateway processes (--processes); > 1 spreads calls over 4 channels per process
 
     @staticmethod
     def quick(**overrides) -> LatencyConfig:
@@ -126,6 +127,7 @@ class CpuMeter:
 
     def read(self) -> dict[str, float]:
         out = {name: self._cpu(p) for name, p in self.procs.items()}
+        out["gateway"] += sum(self._cpu(c) for c in self.procs["gateway"].children())  # --processes N
         out["triton"] = self._cpu(self.triton) + sum(self._cpu(c) for c in self.triton.children(recursive=True))
         t = psutil.cpu_times()
         out["machine"] = sum(t) - t.idle - getattr(t, "iowait", 0.0)
@@ -260,10 +262,13 @@ async def measure_servers(
 ) -> list[Point]:
     """Direct Triton, then the gateway, at each concurrency."""
     kind = H.HintKind(model["hint_encoding"])
-    async with (
-        grpc.aio.insecure_channel(stack.ports.grpc_url, options=CHANNEL_OPTIONS) as triton_channel,
-        grpc.aio.insecure_channel(stack.address, options=CHANNEL_OPTIONS) as gateway_channel,
-    ):
+    # One connection reaches one gateway process: with several, spread the calls over channels.
+    # A local subchannel pool keeps grpc from sharing one connection among the channels.
+    gateway_channels = [
+        grpc.aio.insecure_channel(stack.address, options=[*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(1 if cfg.processes == 1 else 4 * cfg.processes)
+    ]
+    async with grpc.aio.insecure_channel(stack.ports.grpc_url, options=CHANNEL_OPTIONS) as triton_channel:
         statistics = triton_rpc(triton_channel, "ModelStatistics", service_pb2.ModelStatisticsResponse)
 
         async def snapshot(t: float) -> Snapshot:
@@ -291,14 +296,15 @@ async def measure_servers(
             colorize_request(s, cfg.variant, hints, output_size=pb.OUTPUT_SIZE_MODEL).SerializeToString()
             for s in samples
         ]
-        colorize = gateway_channel.unary_unary(
-            f"/{SERVICE_NAME}/Colorize",
-            request_serializer=_serialize,
-            response_deserializer=pb.ColorizeResponse.FromString,
-        )
+        colorize = [
+            channel.unary_unary(f"/{SERVICE_NAME}/Colorize", request_serializer=_serialize,
+                                response_deserializer=pb.ColorizeResponse.FromString)
+            for channel in gateway_channels
+        ]  # fmt: skip
 
         async def send_gateway(i: int) -> pb.Timings:
-            return (await colorize(gateway_requests[i % len(gateway_requests)], timeout=CALL_TIMEOUT_S)).timings
+            call = colorize[i % len(colorize)]
+            return (await call(gateway_requests[i % len(gateway_requests)], timeout=CALL_TIMEOUT_S)).timings
 
         # One call down each path first: connections up, first-call costs paid.
         await send_direct(0)
@@ -320,7 +326,9 @@ async def measure_servers(
                     }
                 print(format_point(point), file=sys.stderr)
                 points.append(point)
-        return points
+    for channel in gateway_channels:
+        await channel.close()
+    return points
 
 
 def measure_in_process(
@@ -460,7 +468,8 @@ def run(cfg: LatencyConfig, argv: list[str] | None = None) -> LatencyResults:
     samples = make_samples(cfg.sketches, cfg.samples, cfg.seed)
     profile_raw = cfg.out / "gateway_profile.txt"
     profile_raw.unlink(missing_ok=True)
-    with serving_stack(cfg.repository, cfg.log_dir, cfg.threads, gateway_args=("--log-level", "WARNING")) as stack:
+    gateway_args = ("--log-level", "WARNING", "--processes", str(cfg.processes))
+    with serving_stack(cfg.repository, cfg.log_dir, cfg.threads, gateway_args=gateway_args) as stack:
         model = asyncio.run(model_info(stack.ports.grpc_url, cfg.variant))
         # Triton and the gateway are idle now: the in-process forward has the cores to itself
         # (apart from whatever else runs on the machine).
@@ -507,6 +516,7 @@ def main(argv: list[str] | None = None) -> LatencyResults:
     parser.add_argument("--sketches", choices=("auto", "openmoji", "synthetic"), help="default auto")
     parser.add_argument("--threads", type=int, help="torch threads in-process and in Triton (default: torch's)")
     parser.add_argument("--profile", action="store_true", help="sample the gateway with py-spy")
+    parser.add_argument("--processes", type=int, help="gateway processes (default 1)")
     parser.add_argument("--quick", action="store_true", help="tiny mode: 2 s points, c = 1 and 4")
     args = parser.parse_args(argv)
     cfg = LatencyConfig.quick() if args.quick else d

@@ -35,6 +35,11 @@ class Point:
     server_ms: dict[str, float] = field(default_factory=dict)  # gateway path: mean ColorizeResponse.timings
     first_error: str = ""
 
+    @property
+    def gateway_cpu_ms(self) -> float:
+        """CPU milliseconds the gateway (all its processes) spent per completed request."""
+        return 1e3 * self.cpu_cores["gateway"] * self.seconds / max(self.requests, 1)
+
 
 @dataclass
 class InProcessPoint:
@@ -147,6 +152,7 @@ def where_time_goes(res: LatencyResults) -> list[str]:
             f"Inside the gateway (means): decode+encode of the input {s['decode_ms']:.1f} ms, the Triton call "
             f"{s['triton_ms']:.1f} ms, PNG out {s['encode_ms']:.1f} ms, total {s['total_ms']:.1f} ms; "
             f"the client's mean latency is {hop:.1f} ms more: the extra gRPC hop (client -> gateway and back). "
+            f"The gateway's CPU per request (all threads, gRPC included): {g1.gateway_cpu_ms:.1f} ms at c=1. "
             f"Triton itself, per request, gateway path vs direct: queue {g1.triton_queue_ms:.1f} vs "
             f"{d1.triton_queue_ms:.1f} ms, compute {g1.triton_compute_ms:.1f} vs {d1.triton_compute_ms:.1f} ms "
             "(compute grows when the gateway's own work takes cores the forward pass would use)."
@@ -201,7 +207,8 @@ def render_report(res: LatencyResults) -> str:
         f"{res.model.get('parameters', {}).get('trained', '?')}, Triton instance {res.model.get('instance_kind')}. "
         f"Each point: {cfg['warmup']:g} s warm-up, then {cfg['duration']:g} s measured; {cfg['samples']} distinct "
         f"requests from the `{cfg['sketches']}` sketches, cycled; gateway requests carry 0-{MAX_HINTS} hints where "
-        "the variant takes them and ask for OUTPUT_SIZE_MODEL PNG.",
+        f"the variant takes them and ask for OUTPUT_SIZE_MODEL PNG. Gateway processes: {cfg.get('processes', 1)}; "
+        "direct Triton calls send the same compact uint8 inputs the gateway sends (`contract.wire`).",
         "",
         "## Machine",
         "",
@@ -236,6 +243,7 @@ def render_report(res: LatencyResults) -> str:
         "CPU gateway",
         "CPU Triton",
         "CPU other",
+        "gateway CPU ms/req",
         "errors",
     ]
     rows = []
@@ -257,6 +265,7 @@ def render_report(res: LatencyResults) -> str:
                 f"{cores['gateway']:.2f}",
                 f"{cores['triton']:.2f}",
                 f"{cores['other']:.2f}",
+                f"{p.gateway_cpu_ms:.1f}" if p.path == "gateway" else "",
                 str(p.errors),
             ]
         )

@@ -51,6 +51,7 @@ class GatewayConfig:
     max_pixels: int = Limits.max_pixels
     max_hints: int = Limits.max_hints
     workers: int = 4  # threads for decoding and encoding images
+    processes: int = 1  # gateway processes sharing the port (service/processes.py)
     stream_concurrency: int = 16  # items of one ColorizeStream in flight at once
     health_interval_s: float = 1.0
     shutdown_grace_s: float = 10.0
@@ -84,7 +85,8 @@ class Metrics:
         self.requests = prom.Counter("sketch2color_requests", "Colorize calls", labels, registry=registry)
         self.latency = prom.Histogram("sketch2color_request_seconds", "Call latency", labels, registry=registry,
                                       buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))  # fmt: skip
-        self.in_flight = prom.Gauge("sketch2color_in_flight", "Items being processed", registry=registry)
+        self.in_flight = prom.Gauge("sketch2color_in_flight", "Items being processed", registry=registry,
+                                    multiprocess_mode="livesum")  # with --processes N: the sum over them  # fmt: skip
         self.stage = prom.Histogram("sketch2color_stage_seconds", "Time per stage: triton vs gateway work",
                                     ("stage", "variant"), registry=registry,
                                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5))  # fmt: skip
@@ -459,6 +461,10 @@ def main(argv: list[str] | None = None) -> None:
     config = config_from_args(argv)
     setup_logging(config.log_level)
     log.debug("config %s", json.dumps(config.__dict__))
+    if config.processes > 1:
+        from service.processes import supervise
+
+        raise SystemExit(supervise(config))
     asyncio.run(serve(config))
 
 

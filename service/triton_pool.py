@@ -59,7 +59,7 @@ class TritonPool:
         self.calls = prom.Counter("sketch2color_triton_requests", "Inference calls per Triton endpoint",
                                   ("endpoint", "outcome"), registry=registry)  # fmt: skip
         self.up = prom.Gauge("sketch2color_triton_up", "Whether a Triton endpoint is ready (1) or not (0)",
-                             ("endpoint",), registry=registry)  # fmt: skip
+                             ("endpoint",), registry=registry, multiprocess_mode="livemax")  # fmt: skip
 
     def __str__(self) -> str:
         return self.spec
