@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.quality import hint_overlay
+from benchmarks.quality_report import hint_overlay
 from contract import hints as H
 from contract.wire import WEIGHTS_FILE
 from training.data import load_split

@@ -20,10 +20,10 @@ from locust import User
 from locust.env import Environment
 from locust.exception import LocustError
 
+from benchmarks.workload import CHANNEL_OPTIONS
+
 # grpc runs its own threads and event loop; make it yield to gevent instead of blocking it.
 grpc_gevent.init_gevent()
-
-MAX_MESSAGE = 64 << 20
 
 
 class LocustInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
@@ -85,8 +85,7 @@ class GrpcUser(User):
             raise LocustError('set the gRPC target: `host = "127.0.0.1:50051"` or --host')
         if self.stub_class is None:
             raise LocustError("set `stub_class` to the generated stub, e.g. pb_grpc.ColorizerStub")
-        options = [("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)]
-        self._channel = grpc.insecure_channel(self.host, options=options)
+        self._channel = grpc.insecure_channel(self.host, options=CHANNEL_OPTIONS)
         channel = grpc.intercept_channel(self._channel, LocustInterceptor(environment, self.request_name))
         self.stub = self.stub_class(channel)
 

@@ -28,23 +28,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
-import re
-import shutil
-import signal
-import subprocess
 import sys
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import grpc
 import numpy as np
-import psutil
 from tritonclient.grpc import service_pb2
 
 from benchmarks.latency_report import (
@@ -56,7 +49,9 @@ from benchmarks.latency_report import (
     render_report,
     render_targets,
 )
-from benchmarks.workload import Sample, colorize_request, make_samples, wire_sample
+from benchmarks.measure import CpuMeter, Snapshot, closed_loop, summarize, triton_counters
+from benchmarks.profiling import profiled, summarize_profile
+from benchmarks.workload import CHANNEL_OPTIONS, Sample, colorize_request, make_samples, wire_sample
 from contract import hints as H
 from contract import wire
 from service.api import SERVICE_NAME, pb
@@ -65,8 +60,6 @@ from service.triton_local import Stack, serving_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 TRITON_SERVICE = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
-MAX_MESSAGE = 64 << 20
-CHANNEL_OPTIONS = [("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)]
 CALL_TIMEOUT_S = 60.0
 
 
@@ -92,136 +85,6 @@ class LatencyConfig:
         """Seconds, not minutes: what the tests run."""
         base = dict(duration=2.0, warmup=0.5, concurrency=(1, 4), batches=(1, 4), samples=8, sketches="synthetic")
         return LatencyConfig(**{**base, **overrides})
-
-
-# ---------------------------------------------------------------------------------- measuring
-
-
-def _identity(data: bytes) -> bytes:
-    return data
-
-
-@dataclass
-class Snapshot:
-    """Counters read at the edges of a measured window."""
-
-    t: float
-    cpu_s: dict[str, float]  # CPU seconds: client, gateway, triton (with its backend stubs), machine
-    triton: dict[str, int]  # inference_count, execution_count, success, queue_ns, compute_ns
-
-
-class CpuMeter:
-    """CPU seconds used by this process, the gateway, Triton's process tree, and the whole machine."""
-
-    def __init__(self, gateway_pid: int, triton_pid: int):
-        self.procs = {"client": psutil.Process(), "gateway": psutil.Process(gateway_pid)}
-        self.triton = psutil.Process(triton_pid)
-
-    @staticmethod
-    def _cpu(proc: psutil.Process) -> float:
-        try:
-            t = proc.cpu_times()
-            return t.user + t.system
-        except psutil.Error:
-            return 0.0
-
-    def read(self) -> dict[str, float]:
-        out = {name: self._cpu(p) for name, p in self.procs.items()}
-        out["gateway"] += sum(self._cpu(c) for c in self.procs["gateway"].children())  # --processes N
-        out["triton"] = self._cpu(self.triton) + sum(self._cpu(c) for c in self.triton.children(recursive=True))
-        t = psutil.cpu_times()
-        out["machine"] = sum(t) - t.idle - getattr(t, "iowait", 0.0)
-        return out
-
-
-async def triton_counters(stub_call, variant: str) -> dict[str, int]:
-    response = await stub_call(service_pb2.ModelStatisticsRequest(name=variant), timeout=10)
-    s = response.model_stats[0]
-    infer = s.inference_stats
-    return {
-        "inference_count": s.inference_count,
-        "execution_count": s.execution_count,
-        "success": infer.success.count,
-        "queue_ns": infer.queue.ns,
-        "compute_ns": infer.compute_input.ns + infer.compute_infer.ns + infer.compute_output.ns,
-    }
-
-
-def summarize(
-    path: str, concurrency: int, latencies: list[float], errors: int, before: Snapshot, after: Snapshot
-) -> dict:
-    seconds = after.t - before.t
-    ms = np.asarray(latencies) * 1e3 if latencies else np.full(1, np.nan)
-    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
-    dt = {k: after.triton[k] - before.triton[k] for k in after.triton}
-    per_request = max(dt["success"], 1)
-    cores = {k: (after.cpu_s[k] - before.cpu_s[k]) / seconds for k in after.cpu_s}
-    cores["other"] = max(cores.pop("machine") - cores["client"] - cores["gateway"] - cores["triton"], 0.0)
-    return dict(
-        path=path,
-        concurrency=concurrency,
-        requests=len(latencies),
-        errors=errors,
-        seconds=seconds,
-        p50_ms=float(p50),
-        p95_ms=float(p95),
-        p99_ms=float(p99),
-        mean_ms=float(ms.mean()),
-        throughput=len(latencies) / seconds,
-        mean_batch=dt["inference_count"] / dt["execution_count"] if dt["execution_count"] else float("nan"),
-        triton_queue_ms=dt["queue_ns"] / per_request / 1e6,
-        triton_compute_ms=dt["compute_ns"] / per_request / 1e6,
-        cpu_cores=cores,
-    )
-
-
-async def closed_loop(
-    send: Callable[[int], Awaitable[object]],
-    concurrency: int,
-    warmup: float,
-    duration: float,
-    snapshot: Callable[[float], Awaitable[Snapshot]],
-) -> tuple[list[float], list[object], int, str, Snapshot, Snapshot]:
-    """`concurrency` workers, each sending request i, awaiting it, sending the next.
-
-    Latencies and results are kept for calls that complete inside the measured window (after the
-    warm-up); snapshots are taken at its two edges. -> (latencies s, results, errors, first error,
-    before, after).
-    """
-    counter = itertools.count()
-    latencies: list[float] = []
-    results: list[object] = []
-    errors, first_error = 0, ""
-    window: dict[str, float] = {}
-    start = time.perf_counter()
-    end = start + warmup + duration
-
-    async def worker() -> None:
-        nonlocal errors, first_error
-        while (t0 := time.perf_counter()) < end:
-            try:
-                result = await send(next(counter))
-            except grpc.aio.AioRpcError as e:
-                errors += 1
-                first_error = first_error or f"{e.code().name}: {e.details()}"
-                await asyncio.sleep(0.01)
-                continue
-            t1 = time.perf_counter()
-            if window.get("start", end) <= t1 <= window.get("end", end):
-                latencies.append(t1 - t0)
-                results.append(result)
-
-    async def edges() -> tuple[Snapshot, Snapshot]:
-        await asyncio.sleep(warmup)
-        window["start"] = time.perf_counter()
-        before = await snapshot(window["start"])
-        await asyncio.sleep(max(end - time.perf_counter(), 0.0))
-        window["end"] = time.perf_counter()  # calls completing after this are not counted
-        after = await snapshot(window["end"])
-        return before, after
-
-    (before, after), *_ = await asyncio.gather(edges(), *(worker() for _ in range(concurrency)))
-    return latencies, results, errors, first_error, before, after
 
 
 def _serialize(message) -> bytes:
@@ -380,77 +243,6 @@ def format_point(p: Point) -> str:
         f"{p.path:<8} c={p.concurrency:<3} p50 {p.p50_ms:7.1f}  p95 {p.p95_ms:7.1f}  p99 {p.p99_ms:7.1f} ms  "
         f"{p.throughput:7.1f} img/s  batch {p.mean_batch:4.1f}  errors {p.errors}"
     )
-
-
-# ---------------------------------------------------------------------------------- py-spy
-
-
-def py_spy() -> str | None:
-    local = Path(sys.executable).parent / "py-spy"
-    return str(local) if local.exists() else shutil.which("py-spy")
-
-
-@contextmanager
-def profiled(pid: int, out: Path) -> Iterator[Callable[[], None]]:
-    """Sample `pid` with py-spy (collapsed stacks to `out`) from when the yielded start() is called."""
-    exe = py_spy()
-    procs: list[subprocess.Popen] = []
-
-    def start() -> None:
-        if exe is None:
-            print("--profile: py-spy not found (pip install py-spy); reporting server timings only", file=sys.stderr)
-            return
-        cmd = [exe, "record", "--pid", str(pid), "--format", "raw", "--output", str(out), "--nonblocking"]
-        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
-
-    try:
-        yield start
-    finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-            try:
-                _, err = proc.communicate(timeout=30)
-                if proc.returncode not in (0, -signal.SIGINT) and not out.exists():
-                    print(f"py-spy failed: {err.decode(errors='replace')[-500:]}", file=sys.stderr)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-PROJECT_DIRS = ("service/", "contract/", "training/", "benchmarks/", "model_repository/")
-FRAME = re.compile(r"^(?P<function>.*) \((?P<file>.*?)(?::\d+)?\)$")
-
-
-def summarize_profile(raw: Path, top: int = 15) -> dict:
-    """py-spy's collapsed stacks -> the functions holding the most samples, in % of all samples.
-
-    "self": where the samples were taken (any code, line numbers merged); "inclusive": the
-    project's own functions (service/, training/, ...) with everything they call.
-    """
-    own: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        frames = []
-        for frame in stack.split(";"):
-            m = FRAME.match(frame.strip())
-            if m:
-                frames.append((f"{m['function']} ({m['file']})", m["file"].startswith(PROJECT_DIRS)))
-        if not frames:
-            continue
-        n = int(count)
-        total += n
-        own[frames[-1][0]] += n
-        for name in {name for name, ours in frames if ours}:
-            inclusive[name] += n
-    share = 100.0 / max(total, 1)
-    return {
-        "samples": total,
-        "self": [(f, n * share) for f, n in own.most_common(top)],
-        "inclusive": [(f, n * share) for f, n in inclusive.most_common(top)],
-    }
 
 
 # ---------------------------------------------------------------------------------- main

@@ -14,10 +14,10 @@ import grpc
 import numpy as np
 from PIL import Image
 
+from benchmarks.workload import CHANNEL_OPTIONS
 from service.api import pb, pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
-CHANNEL_OPTIONS = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
 
 
 @dataclass(frozen=True)

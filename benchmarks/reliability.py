@@ -28,6 +28,7 @@ import numpy as np
 
 from benchmarks import fuzzing, load
 from benchmarks.reliability_report import Targets, plot_soak, render
+from benchmarks.workload import CHANNEL_OPTIONS
 from service import triton_local
 from service.api import pb, pb_grpc
 
@@ -67,7 +68,7 @@ async def fuzz(address: str, cfg: Config, metrics_port: int, progress=lambda msg
     stream_faults: list[str] = []
     sizes = {"before": metrics_size(metrics_port)}
     next_index = iter(range(cfg.fuzz))
-    async with grpc.aio.insecure_channel(address, options=load.CHANNEL_OPTIONS) as channel:
+    async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
         stub = pb_grpc.ColorizerStub(channel)
         raw = channel.unary_unary("/sketch2color.v1.Colorizer/Colorize")  # bytes in, bytes out
 

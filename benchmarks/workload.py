@@ -19,6 +19,8 @@ from service.client import grid_hints
 from training.data import load_split, openmoji_cache, synthetic_pairs
 
 MAX_HINTS = 20  # requests carry 0..MAX_HINTS point hints, uniformly
+MAX_MESSAGE = 64 << 20  # a load generator's gRPC message limit: above any request or answer it sends
+CHANNEL_OPTIONS = [("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)]
 
 
 @dataclass(frozen=True)

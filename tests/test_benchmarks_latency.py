@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from benchmarks import latency as L
+from benchmarks import latency_report as R
 from benchmarks import train_throughput as T
+from benchmarks.profiling import summarize_profile
 from service.triton_local import serving_stack
 
 VARIANTS = ("guided", "unet_l1")  # point hints, and the sketch alone
@@ -35,9 +37,9 @@ def tiny_repository(tmp_path_factory, trained_checkpoint, repo_root: Path) -> Pa
     return repository
 
 
-def _point(path: str, c: int, p50: float, throughput: float) -> L.Point:
+def _point(path: str, c: int, p50: float, throughput: float) -> R.Point:
     server = {"decode_ms": 1.0, "triton_ms": 0.9 * p50, "encode_ms": 0.5, "total_ms": p50} if path == "gateway" else {}
-    return L.Point(path=path, concurrency=c, requests=100, errors=0, seconds=5.0, p50_ms=p50, p95_ms=1.5 * p50,
+    return R.Point(path=path, concurrency=c, requests=100, errors=0, seconds=5.0, p50_ms=p50, p95_ms=1.5 * p50,
                    p99_ms=2 * p50, mean_ms=p50, throughput=throughput, mean_batch=1.0, triton_queue_ms=0.1,
                    triton_compute_ms=0.8 * p50, cpu_cores={"client": 0.1, "gateway": 0.2, "triton": 1.0, "other": 0.0},
                    server_ms=server)  # fmt: skip
@@ -50,8 +52,8 @@ def test_targets_compare_gateway_with_direct_triton_and_the_in_process_limit():
         _point("direct", 16, 40.0, 400.0),
         _point("gateway", 16, 50.0, 300.0),
     ]
-    res = L.LatencyResults(
-        {}, {}, {}, [L.InProcessPoint(1, 10, 8.0, 125.0), L.InProcessPoint(8, 10, 20.0, 400.0)], points
+    res = R.LatencyResults(
+        {}, {}, {}, [R.InProcessPoint(1, 10, 8.0, 125.0), R.InProcessPoint(8, 10, 20.0, 400.0)], points
     )
     verdicts = {t.name: t for t in res.targets()}
     assert verdicts["gateway p50 / direct p50 at c=1"].met  # 1.05 <= 1.15
@@ -68,7 +70,7 @@ def test_profile_summary_merges_lines_and_keeps_project_functions_inclusive(tmp_
         "main (service/gateway.py:10);encode (contract/hints.py:140) 1\n"
         "select (selectors.py:468) 4\n"
     )
-    summary = L.summarize_profile(raw)
+    summary = summarize_profile(raw)
     assert summary["samples"] == 8
     assert dict(summary["self"]) == {
         "blur (cv2/x.py)": 37.5,

@@ -18,7 +18,10 @@ import scipy.linalg
 from PIL import Image
 
 from benchmarks import baselines as B
+from benchmarks import image_metrics as M
 from benchmarks import quality as Q
+from benchmarks import quality_backends as QB
+from benchmarks import quality_plan as P
 from contract import hints as H
 from training.data import load_split
 from training.export import SHARED_MODEL_PY, export
@@ -56,7 +59,7 @@ def tiny_repository(trained_checkpoint, tmp_path_factory) -> Path:
 def test_identical_images_have_zero_error_the_capped_psnr_and_unit_ssim():
     image = random_image()
 
-    m = Q.image_metrics(image, image)
+    m = M.image_metrics(image, image)
 
     assert m == {"l1": 0.0, "psnr": PSNR_CAP_DB, "ssim": pytest.approx(1.0), "ciede2000": 0.0}
 
@@ -64,7 +67,7 @@ def test_identical_images_have_zero_error_the_capped_psnr_and_unit_ssim():
 def test_a_uniform_shift_of_ten_levels_gives_l1_of_10_over_127_5_and_psnr_of_28_13_db():
     target = random_image(low=20, high=200)
 
-    m = Q.image_metrics(target + 10, target)
+    m = M.image_metrics(target + 10, target)
 
     assert m["l1"] == pytest.approx(10 / 127.5)
     assert m["psnr"] == pytest.approx(20 * math.log10(255 / 10))  # 28.13 dB
@@ -74,15 +77,15 @@ def test_a_uniform_shift_of_ten_levels_gives_l1_of_10_over_127_5_and_psnr_of_28_
 def test_ciede2000_between_black_and_white_is_100():
     black, white = np.zeros((128, 128, 3), np.uint8), np.full((128, 128, 3), 255, np.uint8)
 
-    assert Q.image_metrics(black, white)["ciede2000"] == pytest.approx(100.0, abs=0.01)
+    assert M.image_metrics(black, white)["ciede2000"] == pytest.approx(100.0, abs=0.01)
 
 
 def test_ssim_of_an_image_against_independent_noise_is_near_zero():
-    assert abs(Q.image_metrics(random_image(1), random_image(2))["ssim"]) < 0.05
+    assert abs(M.image_metrics(random_image(1), random_image(2))["ssim"]) < 0.05
 
 
 def test_the_standard_error_is_the_sample_std_over_root_n():
-    s = Q.summarize([1.0, 2.0, 3.0, 4.0])
+    s = M.summarize([1.0, 2.0, 3.0, 4.0])
 
     assert s == {"mean": 2.5, "se": pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2), "n": 4}
 
@@ -90,8 +93,8 @@ def test_the_standard_error_is_the_sample_std_over_root_n():
 def test_frechet_distance_is_zero_for_one_set_and_the_squared_mean_shift_between_shifted_sets():
     features = np.random.default_rng(0).normal(size=(400, 8))
 
-    assert Q.frechet_distance(features, features) == pytest.approx(0.0, abs=1e-6)
-    assert Q.frechet_distance(features + 3.0, features) == pytest.approx(8 * 9.0, rel=1e-6)
+    assert M.frechet_distance(features, features) == pytest.approx(0.0, abs=1e-6)
+    assert M.frechet_distance(features + 3.0, features) == pytest.approx(8 * 9.0, rel=1e-6)
 
 
 def test_frechet_distance_equals_the_textbook_matrix_square_root_formula():
@@ -100,7 +103,7 @@ def test_frechet_distance_equals_the_textbook_matrix_square_root_formula():
     s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     textbook = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(s_a + s_b - 2 * scipy.linalg.sqrtm(s_a @ s_b).real)
 
-    assert Q.frechet_distance(a, b) == pytest.approx(textbook, rel=1e-9)
+    assert M.frechet_distance(a, b) == pytest.approx(textbook, rel=1e-9)
 
 
 # ---------------------------------------------------------------------------------- hints
@@ -109,16 +112,16 @@ def test_frechet_distance_equals_the_textbook_matrix_square_root_formula():
 def test_point_hints_are_fixed_per_image_and_k_hints_are_the_first_k_of_a_larger_count():
     target = random_image()
 
-    ten = Q.hint_points(target, index=7, count=10)
+    ten = P.hint_points(target, index=7, count=10)
 
-    assert ten == Q.hint_points(target, index=7, count=10)
-    assert Q.hint_points(target, index=7, count=5) == ten[:5]
-    assert Q.hint_points(target, index=8, count=10) != ten
+    assert ten == P.hint_points(target, index=7, count=10)
+    assert P.hint_points(target, index=7, count=5) == ten[:5]
+    assert P.hint_points(target, index=8, count=10) != ten
 
 
 def test_baselines_get_exactly_the_point_hints_that_the_generator_input_encodes():
     sketch, target = ring_sketch(), random_image()
-    points = Q.hint_points(target, index=0, count=20)
+    points = P.hint_points(target, index=0, count=20)
 
     rgb, mask = B.point_scribbles(points)
     encoded = H.encode(H.HintKind.POINTS, sketch, points=points)  # channels 3:6 hint colours, 6 their mask
@@ -155,8 +158,8 @@ def test_the_plan_sweeps_point_hints_and_scores_hint_baselines_only_where_there_
     rows = Q.plan_rows(variants)
     keys = [r.key for r in rows]
 
-    region = [f"guided@region:{k}" for k in Q.POINT_COUNTS if k]  # 0 hints are scored once, as points:0
-    assert [k for k in keys if k.startswith("guided@")] == [f"guided@points:{k}" for k in Q.POINT_COUNTS] + region
+    region = [f"guided@region:{k}" for k in P.POINT_COUNTS if k]  # 0 hints are scored once, as points:0
+    assert [k for k in keys if k.startswith("guided@")] == [f"guided@points:{k}" for k in P.POINT_COUNTS] + region
     assert keys.count("sketch@none") == 1
     assert "levin2004@patches20" in keys and "nearest_hint@points:50" in keys
     assert "levin2004@points:0" not in keys and "levin2004@none" not in keys
@@ -167,14 +170,14 @@ def test_region_hints_are_fixed_per_image_nested_by_count_and_placed_on_colour_o
     sketch, target = ring_sketch(), np.full((128, 128, 3), 255, np.uint8)
     target[40:90, 40:90] = (30, 160, 60)
 
-    ten = Q.hint_points(target, index=3, count=10, placement="region", sketch=sketch)
+    ten = P.hint_points(target, index=3, count=10, placement="region", sketch=sketch)
 
     assert (
-        ten == Q.hint_points(target, 3, 10, "region", sketch)
-        and Q.hint_points(target, 3, 4, "region", sketch) == ten[:4]
+        ten == P.hint_points(target, 3, 10, "region", sketch)
+        and P.hint_points(target, 3, 4, "region", sketch) == ten[:4]
     )
     assert all(tuple(target[p.row, p.col]) == (30, 160, 60) and sketch[p.row, p.col] == 255 for p in ten)
-    assert ten != Q.hint_points(target, index=3, count=10)  # uniform hints are another draw
+    assert ten != P.hint_points(target, index=3, count=10)  # uniform hints are another draw
 
 
 # ---------------------------------------------------------------------------------- baselines
@@ -245,12 +248,12 @@ def test_the_weights_unpickler_refuses_anything_but_numpy_arrays(tmp_path):
     good.write_bytes(pickle.dumps({"a": {"kernel": np.arange(6.0).reshape(2, 3)}}))
 
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
-        Q.load_numpy_pickle(evil)
-    np.testing.assert_array_equal(Q.load_numpy_pickle(good)["a"]["kernel"], np.arange(6.0).reshape(2, 3))
+        M.load_numpy_pickle(evil)
+    np.testing.assert_array_equal(M.load_numpy_pickle(good)["a"]["kernel"], np.arange(6.0).reshape(2, 3))
 
 
 def test_lpips_is_zero_for_identical_images_and_grows_with_the_distortion():
-    lpips, note = Q.load_lpips()
+    lpips, note = M.load_lpips()
     if lpips is None:
         pytest.skip(note)
     clean = np.stack([cv2.GaussianBlur(random_image(i), (0, 0), 3) for i in range(3)])
@@ -265,7 +268,7 @@ def test_lpips_is_zero_for_identical_images_and_grows_with_the_distortion():
 
 
 def test_the_fid_inception_is_the_pinned_file_and_gives_2048_pool3_features():
-    fid, note = Q.load_fid(enabled=True)
+    fid, note = M.load_fid(enabled=True)
     if fid is None:
         pytest.skip(note)
 
@@ -302,7 +305,7 @@ def test_the_cli_writes_a_report_plots_and_sane_metrics_for_every_variant_and_ba
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_images"] == 4 and metrics["data"] == "synthetic"
-    assert metrics["ssim_params"] == Q.SSIM_PARAMS
+    assert metrics["ssim_params"] == M.SSIM_PARAMS
     rows = {(r["method"], r["hints"]): r["metrics"] for r in metrics["rows"]}
     expected = {(r.method, r.setting.label) for r in Q.plan_rows(Q.discover_variants(tiny_repository))}
     assert set(rows) == expected
@@ -328,10 +331,10 @@ def test_the_gateway_returns_the_in_process_images_for_every_variant_and_hint_se
     variants = Q.discover_variants(tiny_repository)
     rows = [r for r in Q.plan_rows(variants, counts=(0, 5)) if not r.is_baseline]
     pairs = load_split("synthetic", "test")
-    examples = [Q.Example(i, *pairs[i]) for i in range(3)]
-    local = Q.InProcess(tiny_repository)
+    examples = [P.Example(i, *pairs[i]) for i in range(3)]
+    local = QB.InProcess(tiny_repository)
     with serving_stack(tiny_repository, tmp_path) as stack:
-        gateway = Q.Gateway(stack.address)
+        gateway = QB.Gateway(stack.address)
         gateway.check(variants)
         for row in rows:
             served = gateway.colorize(row.method, row.setting, examples).astype(int)
