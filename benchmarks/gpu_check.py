@@ -31,6 +31,8 @@ import time
 import traceback
 from pathlib import Path
 
+from contract.wire import WEIGHTS_FILE
+
 PARTS = {"environment": 20, "forward": 70, "train_loop": 110, "serving": 150}  # seconds each
 QUICK = {"batches": (1, 4), "widths": (4,), "loop_widths": (4,), "loop_steps": 2, "concurrency": (1, 4),
          "duration": 1.0, "min_calls": 1, "call_seconds": 0.0}  # fmt: skip
@@ -74,9 +76,7 @@ def part_forward(out: Path, args) -> dict:
 
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     channels = VARIANTS[args.variant].hint.channels
-    nets = {
-        f"shipped {args.variant}": lambda: load_exported(Path(args.repository) / args.variant / "1" / "generator.pt2")
-    }
+    nets = {f"shipped {args.variant}": lambda: load_exported(Path(args.repository) / args.variant / "1" / WEIGHTS_FILE)}
     for w in args.widths:
         nets[f"U-Net w{w}"] = lambda w=w: UNet(UNetConfig(in_channels=channels, width=w)).eval()
     rows = []
@@ -165,7 +165,7 @@ def part_serving(out: Path, args) -> dict:
                                      points=s.points if kind is H.HintKind.POINTS else ())
                             for s in samples])  # fmt: skip
         with torch.inference_mode():
-            out = load_exported(repo / args.variant / "1" / "generator.pt2")(torch.from_numpy(encoded)).numpy()
+            out = load_exported(repo / args.variant / "1" / WEIGHTS_FILE)(torch.from_numpy(encoded)).numpy()
         reference = H.from_unit(out).transpose(0, 2, 3, 1)
         diff = np.abs(served.astype(np.int64) - reference)
         inputs = encoded

@@ -51,7 +51,7 @@ class TritonPythonModel:
         threads = int(os.environ.get("SKETCH2COLOR_TORCH_THREADS", "0"))
         if threads:  # one instance per model: cap each, or five models oversubscribe the cores
             torch.set_num_threads(threads)
-        weights = Path(args["model_repository"]) / args["model_version"] / "generator.pt2"
+        weights = Path(args["model_repository"]) / args["model_version"] / wire.WEIGHTS_FILE
         module = torch.export.load(str(weights)).module()  # float16 weights as stored
         self.generator = module.to(self.device, self.dtype).to(memory_format=self.memory_format)
         pb_utils.Logger.log_info(

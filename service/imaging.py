@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from contract.hints import DEFAULT_POINT_SIZE, MODEL_SIZE, POINT_SIZE_RANGE, PointHint
+from contract.wire import MAX_HINTS
 
 # The gateway checks image dimensions itself (before any pixel is decoded), with its own limit.
 Image.MAX_IMAGE_PIXELS = None
@@ -41,7 +42,7 @@ def invalid(message: str) -> RequestError:
 class Limits:
     max_pixels: int = 40_000_000  # ~6300x6300
     max_side: int = 16384
-    max_hints: int = 512
+    max_hints: int = MAX_HINTS
     why: str = ""  # said after the limit when it is tighter than the gateway's own (e.g. for WebP)
 
 

@@ -17,6 +17,7 @@ import jsonschema
 import pytest
 import yaml
 
+from contract.wire import WEIGHTS_FILE
 from service.gateway import GatewayConfig
 from service.web import WebConfig
 
@@ -117,7 +118,7 @@ def test_compose_services_agree_with_the_code():
     volume = next(v for v in services["triton"]["volumes"] if v.endswith(":/models:ro"))
     repository = ROOT / volume.split(":")[0]
     assert {p.name for p in repository.iterdir() if (p / "config.pbtxt").exists()} == MODELS
-    assert all((repository / m / "1" / "generator.pt2").exists() for m in MODELS)
+    assert all((repository / m / "1" / WEIGHTS_FILE).exists() for m in MODELS)
     for volume in services["grafana"]["volumes"] + services["prometheus"]["volumes"]:
         assert (ROOT / volume.split(":")[0]).exists(), volume
 
