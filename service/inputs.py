@@ -65,8 +65,11 @@ def encode_request(request, hint: HintKind, limits: Limits) -> tuple[dict[str, n
     if request.output_format == pb.IMAGE_FORMAT_WEBP and request.output_size != pb.OUTPUT_SIZE_MODEL:
         # The answer has the sketch's size: refuse a sketch WebP cannot hold before decoding it.
         limits = replace(limits, max_side=min(limits.max_side, WEBP_MAX_SIDE), why="for a WebP answer at its size")
-    sketch = imaging.to_gray(imaging.decode_image(request.sketch, "sketch", limits))
-    frame = Frame.fit(sketch.shape[1], sketch.shape[0])
+    opened = imaging.open_image(request.sketch, "sketch", limits)
+    frame = Frame.fit(*opened.size)  # the sketch's own size: hint positions and the answer's size refer to it
+    if request.output_size == pb.OUTPUT_SIZE_MODEL:
+        imaging.draft_for_grid(opened)  # only the 128-px grid is needed
+    sketch = imaging.to_gray(imaging.pixels(opened, "sketch"))
     color = None
     if request.color_hint:
         rough = imaging.decode_image(request.color_hint, "color_hint", limits)

@@ -39,3 +39,26 @@ def test_the_most_compressible_real_jpeg_of_a_large_size_still_decodes(options):
     image = decode_image(data, "sketch", Limits())
 
     assert image.shape == (1500, 2000, 3) and image.min() >= 240  # quality 5 shifts white a little
+
+
+def test_a_large_jpeg_for_a_model_size_answer_is_decoded_at_reduced_scale_onto_the_same_grid(monkeypatch):
+    from service import imaging
+    from service.api import pb
+    from service.inputs import encode_request
+
+    rng = np.random.default_rng(0)
+    drawing = np.full((1500, 2000), 255, np.uint8)
+    for _ in range(40):  # thick strokes, so the grid shows lines at either scale
+        r, c = rng.integers(0, 1400), rng.integers(0, 1900)
+        drawing[r : r + 12, c : c + rng.integers(50, 400)] = 0
+    data = jpeg(Image.fromarray(drawing), quality=90)
+    decoded = []
+    pixels = imaging.pixels
+    monkeypatch.setattr(imaging, "pixels", lambda im, what: decoded.append(im.size) or pixels(im, what))
+    grids = {}
+    for size in (pb.OUTPUT_SIZE_MODEL, pb.OUTPUT_SIZE_SKETCH):
+        tensors, frame, _ = encode_request(pb.ColorizeRequest(sketch=data, output_size=size), "none", Limits())
+        grids[size] = tensors["sketch"].astype(int)
+        assert (frame.width, frame.height) == (2000, 1500)  # hints and the answer still refer to the full size
+    assert decoded == [(250, 188), (2000, 1500)]  # 1/8 scale, still more than the 128-px grid
+    assert np.abs(grids[pb.OUTPUT_SIZE_MODEL] - grids[pb.OUTPUT_SIZE_SKETCH]).mean() < 3
