@@ -407,7 +407,11 @@ async def serve(config: GatewayConfig, ready: asyncio.Event | None = None, stop:
     interceptors = [security.BearerTokenAuth(tokens, security.exempt_services(config.auth_exempt))] if tokens else []
     server = grpc.aio.server(
         interceptors=interceptors,
-        options=[("grpc.max_receive_message_length", max_bytes), ("grpc.max_send_message_length", max_bytes)],
+        options=[
+            ("grpc.max_receive_message_length", max_bytes),
+            ("grpc.max_send_message_length", max_bytes),
+            ("grpc.so_reuseport", 1),
+        ],  # SO_REUSEPORT is the default on Linux; --processes N relies on it
     )
     add_colorizer(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(servicer.health, server)
