@@ -1,21 +1,19 @@
 """The gRPC gateway: validates and encodes Colorize requests, runs them on Triton, answers.
 
 ``python -m service.gateway --triton-url 127.0.0.1:8001 --port 50051`` (flags or SKETCH2COLOR_*
-environment variables, see `GatewayConfig`). Serves sketch2color.v1.Colorizer, gRPC health
+environment variables, see `service.settings`). Serves sketch2color.v1.Colorizer, gRPC health
 checking and server reflection; Prometheus metrics on their own port.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
-import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import grpc
 import numpy as np
@@ -29,8 +27,10 @@ from contract import wire
 from contract.hints import MODEL_SIZE, HintKind
 from service import imaging, security
 from service.api import SERVICE_NAME, pb, pb_grpc
-from service.imaging import Frame, Limits, RequestError, invalid
+from service.imaging import Frame, RequestError, invalid
 from service.inputs import OUTPUT_FORMAT_NAMES, Undecodable, check_output_fields, encode_request, lenient
+from service.metrics import Metrics
+from service.settings import GatewayConfig, config_from_args, setup_logging
 from service.triton_pool import TritonPool
 
 log = logging.getLogger("sketch2color.gateway")
@@ -44,37 +44,6 @@ INLINE_MAX_PIXELS = 256 * 256  # the answer, at the sketch's size
 HINT_KINDS = {kind: [pb.HintKind.Value(name) for name in names] for kind, names in wire.HINT_KIND_API.items()}
 
 
-@dataclass(frozen=True)
-class GatewayConfig:
-    """Every setting is a flag (--triton-url) and an environment variable (SKETCH2COLOR_TRITON_URL)."""
-
-    triton_url: str = "127.0.0.1:8001"  # or a list a:8001,b:8001, or dns:///name:8001 (service/triton_pool.py)
-    host: str = "127.0.0.1"
-    port: int = 50051
-    metrics_port: int = 9095  # 0 = no metrics endpoint
-    default_variant: str = wire.DEFAULT_VARIANT
-    max_message_mb: int = 32
-    max_pixels: int = Limits.max_pixels
-    max_hints: int = Limits.max_hints  # at most contract.wire.MAX_HINTS
-    workers: int = 4  # threads for decoding and encoding images
-    processes: int = 1  # gateway processes sharing the port (service/processes.py)
-    stream_concurrency: int = 16  # items of one ColorizeStream in flight at once
-    health_interval_s: float = 1.0
-    shutdown_grace_s: float = 10.0
-    log_level: str = "INFO"
-    max_in_flight: int = 256  # items being worked on at once; beyond it new work gets RESOURCE_EXHAUSTED (0 = no bound)
-    tls_cert: str = ""  # PEM; with tls_key the port speaks TLS only (service/security.py)
-    tls_key: str = ""
-    tls_client_ca: str = ""  # PEM CA: mutual TLS, clients must present a certificate it signed
-    auth_tokens_file: str = ""  # one bearer token per line; calls must carry one
-    auth_tokens: str = ""  # comma-separated tokens (best from the environment, SKETCH2COLOR_AUTH_TOKENS)
-    auth_exempt: str = "health,reflection"  # services open without a token ("" = none)
-
-    @property
-    def limits(self) -> Limits:
-        return Limits(max_pixels=self.max_pixels, max_hints=self.max_hints)
-
-
 @dataclass
 class VariantInfo:
     name: str
@@ -82,22 +51,6 @@ class VariantInfo:
     description: str
     version: str
     ready: bool = True
-
-
-class Metrics:
-    def __init__(self, registry: prom.CollectorRegistry):
-        self.registry = registry
-        labels = ("rpc", "variant", "code")
-        self.requests = prom.Counter("sketch2color_requests", "Colorize calls", labels, registry=registry)
-        self.latency = prom.Histogram("sketch2color_request_seconds", "Call latency", labels, registry=registry,
-                                      buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))  # fmt: skip
-        self.in_flight = prom.Gauge("sketch2color_in_flight", "Items being processed", registry=registry,
-                                    multiprocess_mode="livesum")  # with --processes N: the sum over them  # fmt: skip
-        self.stage = prom.Histogram("sketch2color_stage_seconds", "Time per stage: triton vs gateway work",
-                                    ("stage", "variant"), registry=registry,
-                                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5))  # fmt: skip
-        self.image_pixels = prom.Histogram("sketch2color_image_pixels", "Sketch size in pixels", registry=registry,
-                                           buckets=(128**2, 256**2, 512**2, 1024**2, 2048**2, 4096**2))  # fmt: skip
 
 
 class Colorizer(pb_grpc.ColorizerServicer):
@@ -111,6 +64,8 @@ class Colorizer(pb_grpc.ColorizerServicer):
         self.variants: dict[str, VariantInfo] = {}
         self.health = health.aio.HealthServicer()
         self.serving = False
+        self.ever_served = False
+        self._first_look: asyncio.Future | None = None
 
     # ------------------------------------------------------------------ Triton state
 
@@ -153,10 +108,20 @@ class Colorizer(pb_grpc.ColorizerServicer):
         if serving != self.serving:
             log.info("Triton %s: %s", "ready" if serving else "unavailable", ", ".join(sorted(variants)) or "-")
             self.serving = serving
+            self.ever_served = self.ever_served or serving
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         await self.health.set("", status)
         await self.health.set(SERVICE_NAME, status)
         return serving
+
+    async def first_look(self) -> None:
+        """Until this process has once seen Triton ready, a call asks Triton itself (one question
+        shared by the calls that arrive together) instead of waiting for the next poll: with
+        --processes N, a client may reach a process whose first poll has not yet seen what
+        another's did."""
+        if self._first_look is None or self._first_look.done():
+            self._first_look = asyncio.ensure_future(self.refresh())
+        await asyncio.shield(self._first_look)
 
     async def watch_triton(self) -> None:
         while True:
@@ -275,6 +240,8 @@ class Colorizer(pb_grpc.ColorizerServicer):
             raise invalid(f"the request is not a serialized sketch2color.v1.ColorizeRequest: {request.error}")
         if time_remaining is not None and time_remaining <= 0:
             raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the request was read")
+        if not self.ever_served:
+            await self.first_look()
         variant = self.resolve_variant(request)
         loop = asyncio.get_running_loop()
         if len(request.sketch) + len(request.color_hint) <= INLINE_MAX_BYTES:  # small: a thread hop costs more
@@ -459,21 +426,6 @@ async def serve(config: GatewayConfig, ready: asyncio.Event | None = None, stop:
     await servicer.triton.close()
     servicer.pool.shutdown(wait=False)
     log.info("stopped")
-
-
-def config_from_args(argv: list[str] | None = None) -> GatewayConfig:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    defaults = GatewayConfig()
-    for f in fields(GatewayConfig):
-        env = "SKETCH2COLOR_" + f.name.upper()
-        default = type(getattr(defaults, f.name))(os.environ.get(env, getattr(defaults, f.name)))
-        parser.add_argument("--" + f.name.replace("_", "-"), type=type(default), default=default,
-                            help=f"env {env} (default {default})")  # fmt: skip
-    return GatewayConfig(**vars(parser.parse_args(argv)))
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def main(argv: list[str] | None = None) -> None:

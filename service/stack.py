@@ -21,7 +21,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from service import security, triton_local
-from service.gateway import config_from_args, serve, setup_logging
+from service.gateway import serve
+from service.settings import config_from_args, setup_logging
 
 log = logging.getLogger("sketch2color.stack")
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from contract.wire import WEIGHTS_FILE
-from service.gateway import GatewayConfig
+from service.settings import GatewayConfig
 from service.web import WebConfig
 
 from .integration import REPOSITORY, ROOT

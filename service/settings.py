@@ -1,0 +1,58 @@
+"""The gateway's settings: each a flag (--triton-url) and an environment variable
+(SKETCH2COLOR_TRITON_URL), the flag winning."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from dataclasses import dataclass, fields
+
+from contract import wire
+from service.imaging import Limits
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Every setting is a flag (--triton-url) and an environment variable (SKETCH2COLOR_TRITON_URL)."""
+
+    triton_url: str = "127.0.0.1:8001"  # or a list a:8001,b:8001, or dns:///name:8001 (service/triton_pool.py)
+    host: str = "127.0.0.1"
+    port: int = 50051
+    metrics_port: int = 9095  # 0 = no metrics endpoint
+    default_variant: str = wire.DEFAULT_VARIANT
+    max_message_mb: int = 32
+    max_pixels: int = Limits.max_pixels
+    max_hints: int = Limits.max_hints  # at most contract.wire.MAX_HINTS
+    workers: int = 4  # threads for decoding and encoding images
+    processes: int = 1  # gateway processes sharing the port (service/processes.py)
+    stream_concurrency: int = 16  # items of one ColorizeStream in flight at once
+    health_interval_s: float = 1.0
+    shutdown_grace_s: float = 10.0
+    log_level: str = "INFO"
+    max_in_flight: int = 256  # items being worked on at once; beyond it new work gets RESOURCE_EXHAUSTED (0 = no bound)
+    tls_cert: str = ""  # PEM; with tls_key the port speaks TLS only (service/security.py)
+    tls_key: str = ""
+    tls_client_ca: str = ""  # PEM CA: mutual TLS, clients must present a certificate it signed
+    auth_tokens_file: str = ""  # one bearer token per line; calls must carry one
+    auth_tokens: str = ""  # comma-separated tokens (best from the environment, SKETCH2COLOR_AUTH_TOKENS)
+    auth_exempt: str = "health,reflection"  # services open without a token ("" = none)
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(max_pixels=self.max_pixels, max_hints=self.max_hints)
+
+
+def config_from_args(argv: list[str] | None = None) -> GatewayConfig:
+    parser = argparse.ArgumentParser(description="The sketch2color gRPC gateway.")
+    defaults = GatewayConfig()
+    for f in fields(GatewayConfig):
+        env = "SKETCH2COLOR_" + f.name.upper()
+        default = type(getattr(defaults, f.name))(os.environ.get(env, getattr(defaults, f.name)))
+        parser.add_argument("--" + f.name.replace("_", "-"), type=type(default), default=default,
+                            help=f"env {env} (default {default})")  # fmt: skip
+    return GatewayConfig(**vars(parser.parse_args(argv)))
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
