@@ -136,3 +136,26 @@ def test_torchrun_trains_on_two_cpu_processes_each_taking_half_of_every_epoch(tm
     # 48 synthetic pairs in batches of 4 on each of 2 ranks: 6 steps an epoch (12 on one process).
     assert ckpt["epoch"] == 0.5
     assert not any(k.startswith("module.") for k in ckpt["G"])  # saved unwrapped from DDP
+
+
+def test_a_checkpoint_written_before_the_hint_encodings_moved_still_loads(tmp_path):
+    """Checkpoints pickled `training.hints.HintKind`; that module is now `contract.hints`."""
+    import sys
+    import types
+
+    from contract.hints import HintKind
+    from training.checkpoint import read_checkpoint
+
+    old = types.ModuleType("training.hints")  # stand in for the old module while writing the file
+    old.HintKind = HintKind
+    saved = HintKind.__module__
+    sys.modules["training.hints"] = old
+    HintKind.__module__ = "training.hints"
+    try:
+        torch.save({"variant": {"hint": HintKind.POINTS}, "step": 3}, tmp_path / "old.pt")
+    finally:
+        HintKind.__module__ = saved
+        del sys.modules["training.hints"]
+    assert b"training.hints" in (tmp_path / "old.pt").read_bytes()  # written under the old path
+    ckpt = read_checkpoint(tmp_path / "old.pt")
+    assert ckpt["variant"]["hint"] is HintKind.POINTS and ckpt["step"] == 3

@@ -52,6 +52,7 @@ def calibrate_batchnorm(generator: nn.Module, make_batch: BatchMaker, batches: i
 
 
 def main(argv: list[str] | None = None) -> None:
+    from training.checkpoint import read_checkpoint
     from training.data import load_split
     from training.export import load_generator
     from training.plots import save_sample_grid
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     for path in args.checkpoint:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = read_checkpoint(path)
         cfg = TrainConfig(**ckpt["config"])
         variant = VARIANTS[cfg.variant]
         generator, _ = load_generator(path, use_eval_state=False)

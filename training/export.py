@@ -23,6 +23,7 @@ import torch
 from contract import wire
 from contract.hints import MODEL_SIZE, HintKind
 from contract.wire import WEIGHTS_FILE
+from training.checkpoint import read_checkpoint
 from training.networks import UNet, UNetConfig
 
 SHARED_MODEL_PY = "generator_model.py"
@@ -51,7 +52,7 @@ def load_generator(
     (``G_eval``, `training.calibrate`) where the checkpoint has them. half_weights rounds the
     weights through float16, as export stores them, so the result is the network Triton serves.
     """
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(checkpoint)
     generator = UNet(UNetConfig(**ckpt["generator_config"]))
     generator.load_state_dict(ckpt["G_eval"] if use_eval_state and ckpt.get("G_eval") else ckpt["G"])
     if half_weights:

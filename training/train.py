@@ -26,6 +26,7 @@ from torch import nn
 from contract import hints as H
 from training.batches import Batch, BatchMaker, batch_generator
 from training.calibrate import BN_BATCHES, calibrate_batchnorm
+from training.checkpoint import read_checkpoint
 from training.data import load_split
 from training.metrics import psnr_uint8
 from training.networks import PatchDiscriminator, StudyDiscriminator, UNet, UNetConfig
@@ -124,7 +125,10 @@ def save_checkpoint(path: Path, cfg: TrainConfig, models: Models, step: int, epo
     ckpt = {
         "config": asdict(cfg),
         "generator_config": asdict(cfg.generator_config()),
-        "variant": asdict(VARIANTS[cfg.variant]),
+        "variant": {
+            **asdict(VARIANTS[cfg.variant]),
+            "hint": VARIANTS[cfg.variant].hint.value,
+        },  # plain, not a pickled enum
         "G": _unwrap(models.generator).state_dict(),
         "G_eval": models.eval_state,  # what export takes: see training.calibrate
         "D": _unwrap(models.discriminator).state_dict() if models.discriminator is not None else None,
@@ -204,7 +208,7 @@ def build_training(cfg: TrainConfig, device: torch.device) -> Models:
 
 
 def load_checkpoint(path: Path, cfg: TrainConfig, models: Models, device: torch.device) -> tuple[int, History]:
-    ckpt = torch.load(path, map_location=device, weights_only=False)
+    ckpt = read_checkpoint(path, device)
     if ckpt["config"]["variant"] != cfg.variant:
         raise SystemExit(f"{path} holds variant {ckpt['config']['variant']}, not {cfg.variant}")
     models.generator.load_state_dict(ckpt["G"])
@@ -220,7 +224,7 @@ def initial_weights(path: str) -> dict[str, torch.Tensor]:
     """A generator state dict from a training checkpoint or an exported program (fine-tuning)."""
     if path.endswith(".pt2"):
         return {k: v.float() for k, v in torch.export.load(path).state_dict.items()}
-    return torch.load(path, map_location="cpu", weights_only=False)["G"]
+    return read_checkpoint(path)["G"]
 
 
 def gan_step(models: Models, variant: Variant, batch: Batch, step: int, use_amp: bool) -> dict[str, float]:
