@@ -43,15 +43,21 @@ class GatewayConfig:
         return Limits(max_pixels=self.max_pixels, max_hints=self.max_hints)
 
 
-def config_from_args(argv: list[str] | None = None) -> GatewayConfig:
-    parser = argparse.ArgumentParser(description="The sketch2color gRPC gateway.")
-    defaults = GatewayConfig()
-    for f in fields(GatewayConfig):
-        env = "SKETCH2COLOR_" + f.name.upper()
+def from_args(cls, prefix: str, description: str, argv: list[str] | None = None):
+    """A settings dataclass from flags (--triton-url) over environment variables (PREFIX_TRITON_URL)
+    over its defaults. The gateway and the page's server both read theirs so."""
+    parser = argparse.ArgumentParser(description=description)
+    defaults = cls()
+    for f in fields(cls):
+        env = prefix + f.name.upper()
         default = type(getattr(defaults, f.name))(os.environ.get(env, getattr(defaults, f.name)))
         parser.add_argument("--" + f.name.replace("_", "-"), type=type(default), default=default,
-                            help=f"env {env} (default {default})")  # fmt: skip
-    return GatewayConfig(**vars(parser.parse_args(argv)))
+                            help=f"env {env} (default {default!r})")  # fmt: skip
+    return cls(**vars(parser.parse_args(argv)))
+
+
+def config_from_args(argv: list[str] | None = None) -> GatewayConfig:
+    return from_args(GatewayConfig, "SKETCH2COLOR_", "The sketch2color gRPC gateway.", argv)
 
 
 def setup_logging(level: str) -> None:

@@ -15,13 +15,11 @@ Upstream options (TLS, mutual TLS, bearer token) mirror the gateway's security o
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import logging
-import os
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -30,6 +28,7 @@ from google.protobuf import json_format
 
 from service.api import pb, pb_grpc
 from service.client import FORMATS, parse_color
+from service.settings import from_args
 
 log = logging.getLogger("sketch2color.web")
 STATIC = Path(__file__).resolve().parent / "web_static"
@@ -178,14 +177,7 @@ def make_app(cfg: WebConfig) -> web.Application:
 
 
 def config_from_args(argv: list[str] | None = None) -> WebConfig:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    defaults = WebConfig()
-    for f in fields(WebConfig):
-        env = "SKETCH2COLOR_WEB_" + f.name.upper()
-        default = type(getattr(defaults, f.name))(os.environ.get(env, getattr(defaults, f.name)))
-        parser.add_argument("--" + f.name.replace("_", "-"), type=type(default), default=default,
-                            help=f"env {env} (default {default!r})")  # fmt: skip
-    return WebConfig(**vars(parser.parse_args(argv)))
+    return from_args(WebConfig, "SKETCH2COLOR_WEB_", __doc__.splitlines()[0], argv)
 
 
 def main(argv: list[str] | None = None) -> None:
