@@ -165,8 +165,8 @@ def part_serving(out: Path, args) -> dict:
                                      points=s.points if kind is H.HintKind.POINTS else ())
                             for s in samples])  # fmt: skip
         with torch.inference_mode():
-            out = load_exported(repo / args.variant / "1" / WEIGHTS_FILE)(torch.from_numpy(encoded)).numpy()
-        reference = H.from_unit(out).transpose(0, 2, 3, 1)
+            generated = load_exported(repo / args.variant / "1" / WEIGHTS_FILE)(torch.from_numpy(encoded)).numpy()
+        reference = H.from_unit(generated).transpose(0, 2, 3, 1)
         diff = np.abs(served.astype(np.int64) - reference)
         inputs = encoded
         result["parity"] = {"images": len(inputs), "output_bytes": int(served.nbytes),

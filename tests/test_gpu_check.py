@@ -30,7 +30,7 @@ def test_gpu_check_quick_runs_every_part_on_a_cpu_and_writes_one_report(tmp_path
     (loop,) = json.loads((tmp_path / "train_loop.json").read_text())["loops"]
     assert loop["bare_img_s"] > 0 and loop["full_img_s"] > 0
     parity = json.loads((tmp_path / "serving.json").read_text())["parity"]
-    assert parity["ok"] and parity["output_bytes"] == parity["images"] * 3 * 128 * 128 * 4
+    assert parity["ok"] and parity["output_bytes"] == parity["images"] * 128 * 128 * 3  # uint8 RGB answers
     assert {p["path"] for p in json.loads((tmp_path / "serving.json").read_text())["latency"]["points"]} == {
         "direct", "gateway"}  # fmt: skip
     assert "## Triton parity" in report and "**ok**" in report
