@@ -38,6 +38,7 @@ log = logging.getLogger("sketch2color.gateway")
 # Image work for a small request (~0.5 ms) runs on the event loop: handing it to a worker thread
 # and back cost more CPU than the work itself (profiled at c=16 on 2 cores). Larger ones go to
 # the thread pool, so the loop never stalls on a big decode or encode.
+DRAIN_SETTLE_S = 0.25  # after the last accepted call: calls in transit get the servicer's UNAVAILABLE
 INLINE_MAX_BYTES = 64 << 10  # sketch + colour hint, as sent
 INLINE_MAX_PIXELS = 256 * 256  # the answer, at the sketch's size
 
@@ -60,6 +61,7 @@ class Colorizer(pb_grpc.ColorizerServicer):
         self.pool = ThreadPoolExecutor(config.workers, thread_name_prefix="imaging")
         self.metrics = Metrics(registry or prom.CollectorRegistry())
         self.working = 0  # requests (and stream items) between admission and answer
+        self.draining = False  # after SIGTERM: new work is refused with UNAVAILABLE
         self.triton = TritonPool(config.triton_url, self.metrics.registry)
         self.variants: dict[str, VariantInfo] = {}
         self.health = health.aio.HealthServicer()
@@ -224,6 +226,8 @@ class Colorizer(pb_grpc.ColorizerServicer):
     # ------------------------------------------------------------------ the work
 
     async def colorize(self, request, time_remaining: float | None) -> pb.ColorizeResponse:
+        if self.draining:
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, "the gateway is shutting down: retry (elsewhere)")
         limit = self.config.max_in_flight
         if limit and self.working >= limit:  # refuse at once: a queue past this only grows until deadlines expire
             message = f"the gateway is at its limit of {limit} requests in flight: retry with backoff"
@@ -422,7 +426,15 @@ async def serve(config: GatewayConfig, ready: asyncio.Event | None = None, stop:
     log.info("draining (up to %.0f s)", config.shutdown_grace_s)
     watcher.cancel()
     await servicer.health.enter_graceful_shutdown()
-    await server.stop(config.shutdown_grace_s)
+    # The server keeps running while what it accepted finishes, and refuses new work itself with
+    # UNAVAILABLE: a call that grpc has taken in but the servicer not yet started would be answered
+    # CANCELLED by server.stop, and a client cannot tell that from its own cancellation.
+    servicer.draining = True
+    deadline = time.monotonic() + config.shutdown_grace_s
+    while servicer.working and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(DRAIN_SETTLE_S)
+    await server.stop(max(deadline - time.monotonic(), 0.1))
     await servicer.triton.close()
     servicer.pool.shutdown(wait=False)
     log.info("stopped")
