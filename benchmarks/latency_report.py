@@ -304,6 +304,17 @@ def render_report(res: LatencyResults) -> str:
     return "\n".join(lines)
 
 
+def _save(fig, ax, res: LatencyResults, path: Path, grid_which: str) -> None:
+    import matplotlib.pyplot as plt
+
+    _concurrency_axis(ax, res.config["concurrency"])
+    ax.grid(True, which=grid_which, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def _concurrency_axis(ax, concurrency: list[int]) -> None:
     from matplotlib.ticker import NullFormatter
 
@@ -334,12 +345,7 @@ def plot(res: LatencyResults, out: Path) -> None:
         ylabel="latency (ms)",
         title=f"Latency, variant {res.config['variant']}",
     )
-    _concurrency_axis(ax, res.config["concurrency"])
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "latency_vs_concurrency.png", dpi=120)
-    plt.close(fig)
+    _save(fig, ax, res, out / "latency_vs_concurrency.png", grid_which="both")
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for path in ("direct", "gateway"):
@@ -355,9 +361,4 @@ def plot(res: LatencyResults, out: Path) -> None:
         ylim=(0, None),
         title=f"Throughput, variant {res.config['variant']}",
     )
-    _concurrency_axis(ax, res.config["concurrency"])
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "throughput_vs_concurrency.png", dpi=120)
-    plt.close(fig)
+    _save(fig, ax, res, out / "throughput_vs_concurrency.png", grid_which="major")

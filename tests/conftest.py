@@ -60,3 +60,25 @@ def trained_checkpoint(tmp_path_factory, tiny_train_config) -> Callable[[str], P
         return cache[variant]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """Triton on the shipped repository and a gateway, one pair per test module that asks."""
+    from service.triton_local import serving_stack
+
+    from .integration import GATEWAY_ARGS, REPOSITORY
+
+    with serving_stack(REPOSITORY, tmp_path_factory.mktemp("stack"), gateway_args=GATEWAY_ARGS) as s:
+        yield s
+    assert s.gateway.returncode == 0, "the gateway should drain and exit 0 on SIGTERM"
+
+
+@pytest.fixture(scope="module")
+def stub(stack):
+    import grpc
+
+    from service.api import pb_grpc
+
+    with grpc.insecure_channel(stack.address) as channel:
+        yield pb_grpc.ColorizerStub(channel)
