@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from contract import hints as H
+from contract.wire import MAX_HINTS
 
 SIZE = H.MODEL_SIZE
 SIDE = H.POINT_SIZE_RANGE[1]  # the widest hint square; every hint lives in a SIDE x SIDE window
@@ -181,12 +182,16 @@ def sample_points(
 ) -> PointBatch:
     """The training hint distribution for a batch, drawn on the batch's device.
 
-    Count ~ Geometric(1/8) - 1 per image (mean 7, one in eight has none), sizes uniform 1..9.
+    Count ~ Geometric(1/8) - 1 per image, or Geometric(1/32) - 1 for a quarter of them (mean 13,
+    one in ten has none; `hints.DENSE_SHARE`), sizes uniform 1..9.
     Positions: for a `region_share` of the images, on coloured pixels away from the lines (the
     way people place hints; `hints.region_points`), else uniform (`hints.random_points`).
     """
     b, device = targets.shape[0], targets.device
-    counts = torch.empty(b, device=device).geometric_(H.POINT_COUNT_P, generator=generator).long() - 1
+    sparse = torch.empty(b, device=device).geometric_(H.POINT_COUNT_P, generator=generator)
+    dense = torch.empty(b, device=device).geometric_(H.DENSE_COUNT_P, generator=generator)
+    pick_dense = torch.rand(b, device=device, generator=generator) < H.DENSE_SHARE
+    counts = torch.where(pick_dense, dense, sparse).long().clamp(max=MAX_HINTS + 1) - 1
     k = int(counts.max()) if b else 0
     lo, hi = H.POINT_SIZE_RANGE
     sizes = torch.randint(lo, hi + 1, (b, k), device=device, generator=generator)

@@ -160,13 +160,12 @@ class Colorizer(pb_grpc.ColorizerServicer):
     async def Colorize(self, request, context):
         start = time.perf_counter()
         variant_label = self.variant_label(request)
-        code = grpc.StatusCode.OK
+        code, message = grpc.StatusCode.OK, ""
         self.metrics.in_flight.inc()
         try:
-            return await self.colorize(request, context.time_remaining())
+            response = await self.colorize(request, context.time_remaining())
         except RequestError as e:
-            code = e.code
-            await context.abort(e.code, e.message)
+            code, message = e.code, e.message
         except asyncio.CancelledError:  # the caller went away, or its deadline passed mid-call
             remaining = context.time_remaining()
             code = grpc.StatusCode.DEADLINE_EXCEEDED if remaining is not None and remaining <= 0 else (
@@ -174,12 +173,14 @@ class Colorizer(pb_grpc.ColorizerServicer):
             raise
         except Exception as e:  # a bug, not the caller's fault: say so with INTERNAL, not grpc's UNKNOWN
             log.exception("Colorize failed")
-            code = grpc.StatusCode.INTERNAL
-            await context.abort(code, f"internal error: {type(e).__name__}")
+            code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}"
         finally:
             self.metrics.in_flight.dec()
             self.metrics.requests.labels("Colorize", variant_label, code.name).inc()
             self.metrics.latency.labels("Colorize", variant_label, code.name).observe(time.perf_counter() - start)
+        if code is not grpc.StatusCode.OK:  # counted before the status leaves: a caller who reads /metrics sees it
+            await context.abort(code, message)
+        return response
 
     async def ColorizeStream(self, request_iterator, context):
         results: asyncio.Queue = asyncio.Queue()

@@ -73,16 +73,21 @@ def test_sampled_hint_colours_are_the_reference_mean_under_each_square(pairs):
             assert p == H.point_from_target(pairs.colors[b], p.row, p.col, p.size)
 
 
-def test_training_hint_count_is_geometric_with_mean_7_and_none_one_time_in_8():
-    n = 1500
+def test_training_hint_count_mixes_sparse_and_dense_geometric_counts():
+    n = 4000
     targets = torch.full((n, 3, 128, 128), 255, dtype=torch.uint8)
 
     points = HB.sample_points(targets, torch.full((n, 128, 128), 255, dtype=torch.uint8),
                               torch.Generator().manual_seed(0))  # fmt: skip
 
     counts = points.valid.sum(1).double()
-    assert abs(counts.mean().item() - 7) < 0.6  # s.e. 0.19
-    assert abs((counts == 0).double().mean().item() - 1 / 8) < 0.03
+    share = H.DENSE_SHARE
+    mean = (1 - share) * (1 / H.POINT_COUNT_P - 1) + share * (1 / H.DENSE_COUNT_P - 1)  # 13
+    none = (1 - share) * H.POINT_COUNT_P + share * H.DENSE_COUNT_P  # 0.10
+    at_least_50 = (1 - share) * (1 - H.POINT_COUNT_P) ** 50 + share * (1 - H.DENSE_COUNT_P) ** 50  # 0.051
+    assert abs(counts.mean().item() - mean) < 1.0  # s.e. 0.3
+    assert abs((counts == 0).double().mean().item() - none) < 0.02
+    assert abs((counts >= 50).double().mean().item() - at_least_50) < 0.015
     sizes = points.sizes[points.valid]
     assert set(sizes.unique().tolist()) == set(range(H.POINT_SIZE_RANGE[0], H.POINT_SIZE_RANGE[1] + 1))
 

@@ -280,3 +280,15 @@ def test_synthetic_source_gives_fixed_distinct_splits():
 def test_load_split_rejects_unknown_splits_and_sources(source, split):
     with pytest.raises(ValueError):
         D.load_split(source, split)
+
+
+def test_mix_repeats_the_emoji_in_training_only_and_mix_n_sets_how_often(monkeypatch):
+    emoji, drawings = D.synthetic_pairs(3, seed=1), D.synthetic_pairs(5, seed=2)
+    monkeypatch.setattr(D, "_openmoji_split", lambda split: emoji)
+    monkeypatch.setattr(D, "_illustration_split", lambda split: drawings)
+
+    assert len(D.load_split("mix", "train")) == 2 * 3 + 5
+    assert len(D.load_split("mix:4", "train")) == 4 * 3 + 5
+    assert len(D.load_split("mix:4", "val")) == 3 + 5
+    with pytest.raises(ValueError, match="mix:N"):
+        D.load_split("mix:0", "train")

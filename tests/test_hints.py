@@ -241,16 +241,19 @@ def test_point_from_target_takes_the_mean_colour_under_its_square(color):
     assert p.rgb == tuple(int(round(v)) for v in expected)
 
 
-def test_sample_training_points_count_has_mean_7_and_is_empty_one_time_in_8(color):
+def test_sample_training_points_count_mixes_sparse_and_dense_geometric_counts(color):
     rng = np.random.default_rng(0)
     draws = 4000
 
     samples = [H.sample_training_points(color, rng) for _ in range(draws)]
 
     counts = np.array([len(s) for s in samples])
-    # Geometric(1/8) - 1: mean 7 (std 7.5, so the standard error is 0.12), P(0) = 1/8 (s.e. 0.005).
-    assert abs(counts.mean() - 7) < 0.5
-    assert abs(np.mean(counts == 0) - 1 / 8) < 0.025
+    share = H.DENSE_SHARE
+    mean = (1 - share) * (1 / H.POINT_COUNT_P - 1) + share * (1 / H.DENSE_COUNT_P - 1)  # 13, s.e. 0.3
+    none = (1 - share) * H.POINT_COUNT_P + share * H.DENSE_COUNT_P  # 0.10, s.e. 0.005
+    assert abs(counts.mean() - mean) < 1.0
+    assert abs(np.mean(counts == 0) - none) < 0.02
+    assert np.mean(counts >= 50) > 0.03  # the dense tail: 5 %, where Geometric(1/8) alone gives 0.1 %
     points = [p for s in samples for p in s]
     lo, hi = H.POINT_SIZE_RANGE
     assert {p.size for p in points} == set(range(lo, hi + 1))

@@ -13,7 +13,7 @@ A data set is a sequence of (sketch, colour) pairs: sketch (128, 128) uint8 gray
   gap and noise augmentation; crops; ~19,000 pairs). Split by source item: 80/8/12, so the test
   split holds 410 pictures from every source, one reference-style sketch each.
 - ``mix``: ``openmoji`` and ``illustrations`` together, each split with its own; the training
-  split holds each emoji twice.
+  split holds each emoji twice (``mix:N``: N times, to lean a fine-tune towards emoji).
 - ``kaggle:DIR``: the Kaggle "danbooru-sketch-pair-128x" layout as-is,
   ``DIR/color/{sketch,src}/NNNN/<id>.png``. The study's split by sorted file order: first 20000
   train, next 3000 val, next 3000 test.
@@ -82,6 +82,14 @@ class FileDataset(Sequence):
         return self.load(self.items[i])
 
 
+def _emoji_repeat(arg: str) -> int:
+    if not arg:
+        return 2
+    if not arg.isdigit() or int(arg) < 1:
+        raise ValueError(f"mix:N takes a whole number of emoji repeats >= 1, got {arg!r}")
+    return int(arg)
+
+
 def load_split(source: str, split: str) -> Sequence[tuple[np.ndarray, np.ndarray]]:
     """The `split` ("train", "val" or "test") of the data set named by `source`."""
     if split not in SPLITS:
@@ -94,9 +102,8 @@ def load_split(source: str, split: str) -> Sequence[tuple[np.ndarray, np.ndarray
     if kind == "mix":
         emoji = _openmoji_split(split)
         # Training sees each emoji twice per epoch (28% of pairs), so the new domain does not wash out the old.
-        return concat(
-            [emoji, emoji, _illustration_split(split)] if split == "train" else [emoji, _illustration_split(split)]
-        )
+        repeat = _emoji_repeat(arg) if split == "train" else 1
+        return concat([emoji] * repeat + [_illustration_split(split)])
     if kind == "kaggle":
         return _kaggle_split(Path(arg), split)
     if kind == "folder":
