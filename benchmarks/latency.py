@@ -55,8 +55,8 @@ from benchmarks.workload import CHANNEL_OPTIONS, Sample, colorize_request, make_
 from contract import hints as H
 from contract import wire
 from service.api import SERVICE_NAME, pb
-from service.gateway import HINT_KINDS
 from service.triton_local import Stack, serving_stack
+from service.variants import HINT_KINDS
 
 ROOT = Path(__file__).resolve().parent.parent
 TRITON_SERVICE = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name

@@ -13,7 +13,6 @@ import logging
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import grpc
 import numpy as np
@@ -24,14 +23,16 @@ from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
 from contract import wire
-from contract.hints import MODEL_SIZE, HintKind
+from contract.hints import MODEL_SIZE
 from service import imaging, security
 from service.api import SERVICE_NAME, pb, pb_grpc
+from service.batcher import Batcher
 from service.imaging import Frame, RequestError, invalid
 from service.inputs import OUTPUT_FORMAT_NAMES, Undecodable, check_output_fields, encode_request, lenient
 from service.metrics import Metrics
 from service.settings import GatewayConfig, config_from_args, setup_logging
 from service.triton_pool import TritonPool
+from service.variants import HINT_KINDS, VariantInfo, accepts, discover, triton_error
 
 log = logging.getLogger("sketch2color.gateway")
 
@@ -41,17 +42,6 @@ log = logging.getLogger("sketch2color.gateway")
 DRAIN_SETTLE_S = 0.25  # after the last accepted call: calls in transit get the servicer's UNAVAILABLE
 INLINE_MAX_BYTES = 64 << 10  # sketch + colour hint, as sent
 INLINE_MAX_PIXELS = 256 * 256  # the answer, at the sketch's size
-
-HINT_KINDS = {kind: [pb.HintKind.Value(name) for name in names] for kind, names in wire.HINT_KIND_API.items()}
-
-
-@dataclass
-class VariantInfo:
-    name: str
-    hint: HintKind
-    description: str
-    version: str
-    ready: bool = True
 
 
 class Colorizer(pb_grpc.ColorizerServicer):
@@ -63,6 +53,9 @@ class Colorizer(pb_grpc.ColorizerServicer):
         self.working = 0  # requests (and stream items) between admission and answer
         self.draining = False  # after SIGTERM: new work is refused with UNAVAILABLE
         self.triton = TritonPool(config.triton_url, self.metrics.registry)
+        self.batcher = Batcher(self.triton_call, calls=lambda: config.triton_calls * max(1, self.triton.ready_count),
+                               max_batch=self.max_batch)  # fmt: skip
+        self.batcher.on_batch = lambda name, size: self.metrics.batch.labels(name).observe(size)
         self.variants: dict[str, VariantInfo] = {}
         self.health = health.aio.HealthServicer()
         self.serving = False
@@ -77,27 +70,7 @@ class Colorizer(pb_grpc.ColorizerServicer):
             ready_endpoints = await self.triton.refresh()
             ready, variants = bool(ready_endpoints), {}
             if ready:  # every Triton serves the same model repository: ask one of them what it holds
-                triton = ready_endpoints[0].client
-                index = await triton.get_model_repository_index(as_json=True, client_timeout=2)
-                for model in index.get("models", []):
-                    name = model["name"]
-                    if model.get("state") != "READY":
-                        continue
-                    cfg = (await triton.get_model_config(name, as_json=True, client_timeout=2))["config"]
-                    params = {k: v["string_value"] for k, v in cfg.get("parameters", {}).items()}
-                    if "hint_encoding" not in params:
-                        continue  # not a generator
-                    hint = HintKind(params["hint_encoding"])
-                    if not _speaks_wire(cfg, hint):
-                        log.warning("%s: its inputs/outputs are not contract.wire's for %s hints: re-export it; "
-                                    "not served", name, hint.value)  # fmt: skip
-                        continue
-                    variants[name] = VariantInfo(
-                        name=name,
-                        hint=hint,
-                        description=params.get("description", ""),
-                        version=f"{model.get('version', '1')}+{params.get('weights_sha256', '')}".rstrip("+"),
-                    )
+                variants = await discover(ready_endpoints[0].client)
         except (InferenceServerException, grpc.RpcError, KeyError, ValueError) as e:
             log.debug("Triton not ready: %s", e)
             ready, variants = False, {}
@@ -149,6 +122,9 @@ class Colorizer(pb_grpc.ColorizerServicer):
             ],
             default_variant=self.config.default_variant,
         )
+
+    def max_batch(self, name: str) -> int:
+        return self.variants[name].max_batch if name in self.variants else 1
 
     def variant_label(self, request) -> str:
         """The metrics label: a served variant's name, else "unknown" (a made-up name must not mint a series)."""
@@ -291,10 +267,10 @@ class Colorizer(pb_grpc.ColorizerServicer):
         accepted = HINT_KINDS[variant.hint]
         if request.hints and pb.HINT_KIND_POINTS not in accepted:
             raise invalid(
-                f"variant {name!r} takes no point hints ({_accepts(variant)}); use one that does, e.g. 'guided'"
+                f"variant {name!r} takes no point hints ({accepts(variant)}); use one that does, e.g. 'guided'"
             )
         if request.color_hint and pb.HINT_KIND_COLOR_IMAGE not in accepted:
-            raise invalid(f"variant {name!r} takes no colour-hint image ({_accepts(variant)})")
+            raise invalid(f"variant {name!r} takes no colour-hint image ({accepts(variant)})")
         if variant.hint.needs_color_image and not request.color_hint:
             raise invalid(f"variant {name!r} needs `color_hint`: a rough colour image of the sketch")
         return variant
@@ -304,19 +280,23 @@ class Colorizer(pb_grpc.ColorizerServicer):
 
     async def infer(self, variant: VariantInfo, inputs: dict[str, np.ndarray], time_remaining: float | None
                     ) -> np.ndarray:  # fmt: skip
-        """One request to Triton, with the caller's remaining deadline: -> (128, 128, 3) uint8 RGB."""
+        """One request through Triton, batched with those that arrive with it: -> (128, 128, 3) uint8 RGB."""
         if time_remaining is not None and time_remaining <= 0:
             raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before inference")
+        return await self.batcher.submit(variant.name, inputs, time_remaining)
+
+    async def triton_call(self, name: str, batch: dict[str, np.ndarray], timeout: float | None) -> np.ndarray:
+        """One Triton call with a batch of wire inputs (B, ...) -> images (B, 128, 128, 3) uint8."""
         tensors = []
-        for name, array in inputs.items():
-            tensor = InferInput(name, [1, *array.shape], "UINT8")
-            tensor.set_data_from_numpy(array[None])
+        for input_name, array in batch.items():
+            tensor = InferInput(input_name, list(array.shape), "UINT8")
+            tensor.set_data_from_numpy(array)
             tensors.append(tensor)
         try:
-            result = await self.triton.infer(variant.name, tensors, [InferRequestedOutput(wire.IMAGE)], time_remaining)
+            result = await self.triton.infer(name, tensors, [InferRequestedOutput(wire.IMAGE)], timeout)
         except InferenceServerException as e:
-            raise _triton_error(e, variant.name) from None
-        return result.as_numpy(wire.IMAGE)[0]
+            raise triton_error(e, name) from None
+        return result.as_numpy(wire.IMAGE)
 
     def finish(self, request, color: np.ndarray, frame: Frame, sketch: np.ndarray) -> tuple[bytes, str, int, int]:
         """Model output (128, 128, 3) uint8 -> encoded image, at model size or at the sketch's own with crisp lines."""
@@ -343,31 +323,6 @@ def add_colorizer(servicer: Colorizer, server) -> None:
     }  # fmt: skip
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
-
-
-def _accepts(variant: VariantInfo) -> str:
-    kinds = [pb.HintKind.Name(k) for k in HINT_KINDS[variant.hint]]
-    return "it accepts " + (", ".join(kinds) if kinds else "the sketch alone")
-
-
-def _speaks_wire(config: dict, hint: HintKind) -> bool:
-    """Whether a Triton model config declares exactly the `contract.wire` tensors of its hint kind."""
-    declared = [(t["name"], t.get("data_type"), tuple(int(d) for d in t["dims"])) for t in config["input"]]
-    wanted = [(t.name, "TYPE_" + t.data_type, t.dims) for t in wire.inputs(hint)]
-    out = [(t["name"], t.get("data_type"), tuple(int(d) for d in t["dims"])) for t in config["output"]]
-    return declared == wanted and out == [(wire.IMAGE, "TYPE_" + wire.OUTPUT.data_type, wire.OUTPUT.dims)]
-
-
-def _triton_error(e: InferenceServerException, variant: str) -> RequestError:
-    status = str(e.status() or "")
-    message = e.message() or str(e)
-    if "DEADLINE_EXCEEDED" in status or "Deadline" in message:
-        return RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, f"the deadline passed during inference on {variant!r}")
-    if "UNAVAILABLE" in status or "failed to connect" in message.lower():
-        return RequestError(grpc.StatusCode.UNAVAILABLE, f"Triton is unavailable: {message}")
-    if "INVALID_ARGUMENT" in status:
-        return RequestError(grpc.StatusCode.INTERNAL, f"Triton refused the encoded input for {variant!r}: {message}")
-    return RequestError(grpc.StatusCode.UNAVAILABLE, f"Triton failed on {variant!r}: {status} {message}")
 
 
 async def serve(config: GatewayConfig, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:

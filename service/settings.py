@@ -26,6 +26,9 @@ class GatewayConfig:
     max_hints: int = Limits.max_hints  # at most contract.wire.MAX_HINTS
     workers: int = 4  # threads for decoding and encoding images
     processes: int = 1  # gateway processes sharing the port (service/processes.py)
+    triton_calls: int = (
+        2  # Triton calls in flight per variant and ready Triton; more requests wait and batch (service/batcher.py)
+    )
     stream_concurrency: int = 16  # items of one ColorizeStream in flight at once
     health_interval_s: float = 1.0
     shutdown_grace_s: float = 10.0

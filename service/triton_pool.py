@@ -100,6 +100,10 @@ class TritonPool:
         ep.ready = ready
         self.up.labels(ep.url).set(int(ready))
 
+    @property
+    def ready_count(self) -> int:
+        return sum(ep.ready for ep in self.endpoints.values())
+
     def pick(self, exclude: set[str] = frozenset()) -> Endpoint | None:
         ready = [ep for ep in self.endpoints.values() if ep.ready and ep.url not in exclude]
         if not ready:

@@ -7,6 +7,7 @@ import struct
 import subprocess
 import sys
 import time
+import urllib.request
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -210,21 +211,31 @@ def test_a_hint_pulls_the_colour_toward_it_where_it_is_placed(stub):
     assert change[near].mean() > change[:12, :12].mean(), "the change is largest where the hint is"
 
 
-def test_concurrent_requests_are_batched_by_triton_and_each_gets_its_own_result(stack, stub, generators):
+def test_concurrent_requests_are_batched_and_each_gets_its_own_result(stack, stub, generators):
     name = "guided"
     stats = triton_grpc.InferenceServerClient(stack.ports.grpc_url)
 
     def counts():
         s = stats.get_inference_statistics(name).model_stats[0]
-        return s.inference_count, s.execution_count
+        return s.inference_count, s.execution_count, s.inference_stats.success.count
+
+    def gateway_batches():  # (Triton calls, requests in them) from the gateway's histogram
+        text = urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=5).read().decode()
+        values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line[:1] != "#"}
+        key = f'sketch2color_triton_batch_size_%s{{variant="{name}"}}'
+        return values.get(key % "count", 0.0), values.get(key % "sum", 0.0)
 
     jobs = [request_for(name, i) for i in range(32)]
-    inf0, exe0 = counts()
+    inf0, exe0, calls0 = counts()
+    gw0 = gateway_batches()
     with ThreadPoolExecutor(32) as pool:
         responses = list(pool.map(lambda job: stub.Colorize(job[0], timeout=60), jobs))
-    inf1, exe1 = counts()
+    inf1, exe1, calls1 = counts()
+    gw1 = gateway_batches()
     assert inf1 - inf0 == 32
     assert (inf1 - inf0) / (exe1 - exe0) > 1.0, f"{inf1 - inf0} inferences in {exe1 - exe0} executions: no batching"
+    assert gw1[1] - gw0[1] == 32 and gw1[0] - gw0[0] == calls1 - calls0
+    assert calls1 - calls0 < 32, f"the gateway made {calls1 - calls0} Triton calls for 32 requests: it did not batch"
     for (_, encoded), response in zip(jobs, responses):
         diff = np.abs(decode(response.image).astype(int) - expected_output(generators[name], encoded).astype(int))
         assert diff.max() <= 1
