@@ -135,7 +135,6 @@ class Colorizer(pb_grpc.ColorizerServicer):
 
     async def Colorize(self, request, context):
         start = time.perf_counter()
-        variant_label = self.variant_label(request)
         code, message = grpc.StatusCode.OK, ""
         self.metrics.in_flight.inc()
         try:
@@ -151,6 +150,8 @@ class Colorizer(pb_grpc.ColorizerServicer):
             log.exception("Colorize failed")
             code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}"
         finally:
+            # Labelled after the work: a process's first call may arrive before it has seen what Triton serves.
+            variant_label = self.variant_label(request)
             self.metrics.in_flight.dec()
             self.metrics.requests.labels("Colorize", variant_label, code.name).inc()
             self.metrics.latency.labels("Colorize", variant_label, code.name).observe(time.perf_counter() - start)
