@@ -35,13 +35,13 @@ class _Lane:
 
 
 class Batcher:
-    def __init__(self, call: Call, calls: Callable[[], int], max_batch: Callable[[str], int]):
+    def __init__(self, call: Call, calls: Callable[[], int], max_batch: Callable[[str], int],
+                 on_batch: Callable[[str, int], None] = lambda variant, size: None):  # fmt: skip
         """`calls()`: Triton calls in flight allowed per variant now (it grows with the ready Tritons);
-        `max_batch(variant)`: the model's largest batch."""
-        self.call, self.calls, self.max_batch = call, calls, max_batch
+        `max_batch(variant)`: the model's largest batch; `on_batch(variant, size)`: told of each call."""
+        self.call, self.calls, self.max_batch, self.on_batch = call, calls, max_batch, on_batch
         self.lanes: dict[str, _Lane] = {}
         self.tasks: set[asyncio.Task] = set()
-        self.on_batch: Callable[[str, int], None] = lambda variant, size: None  # (variant, batch size) per call
 
     async def submit(self, variant: str, inputs: dict[str, np.ndarray], timeout: float | None) -> np.ndarray:
         """One request's inputs (no batch axis) -> its output (no batch axis)."""

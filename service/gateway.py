@@ -54,8 +54,8 @@ class Colorizer(pb_grpc.ColorizerServicer):
         self.draining = False  # after SIGTERM: new work is refused with UNAVAILABLE
         self.triton = TritonPool(config.triton_url, self.metrics.registry)
         self.batcher = Batcher(self.triton_call, calls=lambda: config.triton_calls * max(1, self.triton.ready_count),
-                               max_batch=self.max_batch)  # fmt: skip
-        self.batcher.on_batch = lambda name, size: self.metrics.batch.labels(name).observe(size)
+                               max_batch=self.max_batch,
+                               on_batch=lambda name, size: self.metrics.batch.labels(name).observe(size))  # fmt: skip
         self.variants: dict[str, VariantInfo] = {}
         self.health = health.aio.HealthServicer()
         self.serving = False

@@ -34,6 +34,10 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 10))
 
 
+def batcher_for(script: Script, calls: int = 1, max_batch: int = 8) -> Batcher:
+    return Batcher(script, calls=lambda: calls, max_batch=lambda variant: max_batch)
+
+
 def item(i: int) -> dict[str, np.ndarray]:
     return {"x": np.full((2, 2), i, np.int64)}
 
@@ -41,7 +45,7 @@ def item(i: int) -> dict[str, np.ndarray]:
 def test_an_idle_batcher_sends_a_lone_request_at_once():
     async def main():
         script = Script()
-        batcher = Batcher(script, calls=lambda: 1, max_batch=lambda v: 8)
+        batcher = batcher_for(script)
         task = asyncio.create_task(batcher.submit("m", item(5), None))
         await asyncio.sleep(0)
         await asyncio.sleep(0)
@@ -55,7 +59,7 @@ def test_an_idle_batcher_sends_a_lone_request_at_once():
 def test_requests_that_wait_on_a_busy_call_go_as_one_batch_in_order_and_get_their_own_rows():
     async def main():
         script = Script()
-        batcher = Batcher(script, calls=lambda: 1, max_batch=lambda v: 8)
+        batcher = batcher_for(script)
         tasks = [asyncio.create_task(batcher.submit("m", item(i), None)) for i in range(6)]
         await asyncio.sleep(0.01)
         assert [len(b) for b in script.batches] == [1]  # one call in flight; five wait
@@ -72,7 +76,7 @@ def test_requests_that_wait_on_a_busy_call_go_as_one_batch_in_order_and_get_thei
 def test_a_batch_never_exceeds_the_models_max_batch_and_lanes_are_per_variant():
     async def main():
         script = Script()
-        batcher = Batcher(script, calls=lambda: 1, max_batch=lambda v: 3)
+        batcher = batcher_for(script, calls=1, max_batch=3)
         tasks = [asyncio.create_task(batcher.submit(v, item(i), None)) for i in range(8) for v in ("a", "b")]
         await asyncio.sleep(0.01)
         script.release.set()
@@ -87,7 +91,7 @@ def test_a_batch_never_exceeds_the_models_max_batch_and_lanes_are_per_variant():
 def test_calls_in_flight_follow_the_callable():
     async def main():
         script = Script()
-        batcher = Batcher(script, calls=lambda: 3, max_batch=lambda v: 8)
+        batcher = batcher_for(script, calls=3, max_batch=8)
         tasks = [asyncio.create_task(batcher.submit("m", item(i), None)) for i in range(5)]
         await asyncio.sleep(0.01)
         in_flight = [len(b) for b in script.batches]
@@ -101,7 +105,7 @@ def test_calls_in_flight_follow_the_callable():
 def test_an_error_reaches_every_request_of_the_batch_and_the_next_batch_still_runs():
     async def main():
         script = Script(fail=RuntimeError("triton down"))
-        batcher = Batcher(script, calls=lambda: 1, max_batch=lambda v: 8)
+        batcher = batcher_for(script)
         tasks = [asyncio.create_task(batcher.submit("m", item(i), None)) for i in range(4)]
         await asyncio.sleep(0.01)
         script.release.set()
@@ -118,7 +122,7 @@ def test_an_error_reaches_every_request_of_the_batch_and_the_next_batch_still_ru
 def test_a_caller_that_goes_away_while_waiting_is_left_out_and_the_others_are_answered():
     async def main():
         script = Script()
-        batcher = Batcher(script, calls=lambda: 1, max_batch=lambda v: 8)
+        batcher = batcher_for(script)
         first = asyncio.create_task(batcher.submit("m", item(0), None))
         await asyncio.sleep(0)
         waiting = [asyncio.create_task(batcher.submit("m", item(i), None)) for i in (1, 2, 3)]
@@ -138,7 +142,7 @@ def test_the_call_gets_the_most_patient_callers_deadline_or_none():
     async def main():
         script = Script()
         script.release.set()
-        batcher = Batcher(script, calls=lambda: 1, max_batch=lambda v: 8)
+        batcher = batcher_for(script)
         busy = asyncio.create_task(batcher.submit("m", item(0), 5.0))
         tasks = [asyncio.create_task(batcher.submit("m", item(i), t)) for i, t in ((1, 2.0), (2, 9.0))]
         await asyncio.gather(busy, *tasks)
@@ -152,7 +156,7 @@ def test_the_call_gets_the_most_patient_callers_deadline_or_none():
 def test_a_batch_cancelled_in_flight_cancels_its_callers_instead_of_leaving_them_waiting():
     async def main():
         script = Script()
-        batcher = Batcher(script, calls=lambda: 1, max_batch=lambda v: 8)
+        batcher = batcher_for(script)
         task = asyncio.create_task(batcher.submit("m", item(0), None))
         await asyncio.sleep(0.01)
         for t in list(batcher.tasks):
