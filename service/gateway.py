@@ -59,13 +59,16 @@ class Colorizer(pb_grpc.ColorizerServicer):
         self.variants: dict[str, VariantInfo] = {}
         self.health = health.aio.HealthServicer()
         self.serving = False
-        self.ever_served = False
-        self._first_look: asyncio.Future | None = None
+        self._look: asyncio.Future | None = None
+        self._refreshes = 0  # refreshes started; one that ends after a later one started must not undo it
+        self._applied = 0
 
     # ------------------------------------------------------------------ Triton state
 
     async def refresh(self) -> bool:
         """Ask the Tritons whether they are ready and which variants they hold; update health. Never raises."""
+        self._refreshes += 1
+        number = self._refreshes
         try:
             ready_endpoints = await self.triton.refresh()
             ready, variants = bool(ready_endpoints), {}
@@ -74,6 +77,9 @@ class Colorizer(pb_grpc.ColorizerServicer):
         except (InferenceServerException, grpc.RpcError, KeyError, ValueError) as e:
             log.debug("Triton not ready: %s", e)
             ready, variants = False, {}
+        if number < self._applied:  # a slow answer (a timeout under load) from before a newer one: stale
+            return self.serving
+        self._applied = number
         serving = bool(ready and variants)
         if serving:
             self.variants = variants
@@ -83,20 +89,20 @@ class Colorizer(pb_grpc.ColorizerServicer):
         if serving != self.serving:
             log.info("Triton %s: %s", "ready" if serving else "unavailable", ", ".join(sorted(variants)) or "-")
             self.serving = serving
-            self.ever_served = self.ever_served or serving
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         await self.health.set("", status)
         await self.health.set(SERVICE_NAME, status)
         return serving
 
-    async def first_look(self) -> None:
-        """Until this process has once seen Triton ready, a call asks Triton itself (one question
-        shared by the calls that arrive together) instead of waiting for the next poll: with
-        --processes N, a client may reach a process whose first poll has not yet seen what
-        another's did."""
-        if self._first_look is None or self._first_look.done():
-            self._first_look = asyncio.ensure_future(self.refresh())
-        await asyncio.shield(self._first_look)
+    async def look(self) -> None:
+        """A call that finds this process not serving asks Triton itself (one question shared by the
+        calls that arrive together; it waits out a reconnect backoff, see triton_pool.READY_WAIT_S)
+        before it answers UNAVAILABLE, instead of trusting the last poll: with --processes N a
+        process's first poll may not yet have seen what another's did, and on a loaded machine one
+        poll can time out while Triton is fine."""
+        if self._look is None or self._look.done():
+            self._look = asyncio.ensure_future(self.refresh())
+        await asyncio.shield(self._look)
 
     async def watch_triton(self) -> None:
         while True:
@@ -107,7 +113,7 @@ class Colorizer(pb_grpc.ColorizerServicer):
 
     async def ListVariants(self, request, context):
         if not self.serving:
-            await self.refresh()
+            await self.look()
         return pb.ListVariantsResponse(
             variants=[
                 pb.Variant(
@@ -222,8 +228,8 @@ class Colorizer(pb_grpc.ColorizerServicer):
             raise invalid(f"the request is not a serialized sketch2color.v1.ColorizeRequest: {request.error}")
         if time_remaining is not None and time_remaining <= 0:
             raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the request was read")
-        if not self.ever_served:
-            await self.first_look()
+        if not self.serving:
+            await self.look()
         variant = self.resolve_variant(request)
         loop = asyncio.get_running_loop()
         if len(request.sketch) + len(request.color_hint) <= INLINE_MAX_BYTES:  # small: a thread hop costs more

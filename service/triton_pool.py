@@ -20,18 +20,26 @@ import logging
 import socket
 from dataclasses import dataclass
 
+import grpc
 import prometheus_client as prom
 import tritonclient.grpc.aio as triton_aio
+from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
 log = logging.getLogger("sketch2color.triton_pool")
+MAX_BACKOFF_MS = 1000
 CHANNEL_ARGS = [
     ("grpc.initial_reconnect_backoff_ms", 200),  # reconnect quickly when a Triton comes back
     ("grpc.min_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.max_reconnect_backoff_ms", MAX_BACKOFF_MS),
     ("grpc.max_receive_message_length", 64 << 20),
     ("grpc.max_send_message_length", 64 << 20),
 ]
+# A readiness check waits this long, also for a channel in reconnect backoff (over the longest
+# backoff plus grpc's 20 % jitter): without the wait, a gateway that started before Triton says
+# "not ready" until its channel's next try, up to a backoff after Triton is up.
+READY_WAIT_S = 2.0
+assert READY_WAIT_S > 1.2 * MAX_BACKOFF_MS / 1000
 
 
 def endpoint_failed(e: InferenceServerException) -> bool:
@@ -49,6 +57,7 @@ class Endpoint:
     client: triton_aio.InferenceServerClient
     ready: bool = False
     in_flight: int = 0
+    judged: int = 0  # the number of the newest look that set `ready`: an older, slower one must not undo it
 
 
 class TritonPool:
@@ -56,6 +65,7 @@ class TritonPool:
         self.spec = spec.strip()
         self.endpoints: dict[str, Endpoint] = {}
         self._tiebreak = itertools.count()
+        self._looks = itertools.count(1)
         self.calls = prom.Counter("sketch2color_triton_requests", "Inference calls per Triton endpoint",
                                   ("endpoint", "outcome"), registry=registry)  # fmt: skip
         self.up = prom.Gauge("sketch2color_triton_up", "Whether a Triton endpoint is ready (1) or not (0)",
@@ -91,10 +101,17 @@ class TritonPool:
         return [ep for ep in self.endpoints.values() if ep.ready]
 
     async def _check(self, ep: Endpoint) -> None:
+        number = next(self._looks)
         try:
-            ready = bool(await ep.client.is_server_ready(client_timeout=2))
-        except InferenceServerException:
+            # The client's own stub: is_server_ready() cannot ask grpc to wait_for_ready (see READY_WAIT_S).
+            answer = await ep.client._client_stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=READY_WAIT_S,
+                                                              wait_for_ready=True)  # fmt: skip
+            ready = bool(answer.ready)
+        except grpc.RpcError:
             ready = False
+        if number < ep.judged:
+            return
+        ep.judged = number
         if ready != ep.ready:
             log.info("Triton %s %s", ep.url, "ready" if ready else "not ready")
         ep.ready = ready
@@ -130,7 +147,7 @@ class TritonPool:
                 self.calls.labels(ep.url, "error").inc()
                 if not endpoint_failed(e):
                     raise
-                ep.ready = False
+                ep.ready, ep.judged = False, next(self._looks)
                 self.up.labels(ep.url).set(0)
                 log.warning("Triton %s failed (%s); skipping it until it is ready again", ep.url, e.message())
                 if self.pick(tried) is None:
