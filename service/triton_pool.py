@@ -35,9 +35,11 @@ CHANNEL_ARGS = [
     ("grpc.max_receive_message_length", 64 << 20),
     ("grpc.max_send_message_length", 64 << 20),
 ]
-# A readiness check waits this long, also for a channel in reconnect backoff (over the longest
-# backoff plus grpc's 20 % jitter): without the wait, a gateway that started before Triton says
-# "not ready" until its channel's next try, up to a backoff after Triton is up.
+# Until an endpoint has once been seen ready, its readiness check waits this long for a channel
+# in reconnect backoff (over the longest backoff plus grpc's 20 % jitter): without the wait, a
+# gateway that started before Triton says "not ready" until its channel's next try, up to a
+# backoff after Triton is up. Once seen ready, a check fails at once, so that calls during an
+# outage get UNAVAILABLE without delay.
 READY_WAIT_S = 2.0
 assert READY_WAIT_S > 1.2 * MAX_BACKOFF_MS / 1000
 
@@ -58,6 +60,7 @@ class Endpoint:
     ready: bool = False
     in_flight: int = 0
     judged: int = 0  # the number of the newest look that set `ready`: an older, slower one must not undo it
+    seen_ready: bool = False
 
 
 class TritonPool:
@@ -105,13 +108,14 @@ class TritonPool:
         try:
             # The client's own stub: is_server_ready() cannot ask grpc to wait_for_ready (see READY_WAIT_S).
             answer = await ep.client._client_stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=READY_WAIT_S,
-                                                              wait_for_ready=True)  # fmt: skip
+                                                              wait_for_ready=not ep.seen_ready)  # fmt: skip
             ready = bool(answer.ready)
         except grpc.RpcError:
             ready = False
         if number < ep.judged:
             return
         ep.judged = number
+        ep.seen_ready = ep.seen_ready or ready
         if ready != ep.ready:
             log.info("Triton %s %s", ep.url, "ready" if ready else "not ready")
         ep.ready = ready

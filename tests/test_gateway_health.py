@@ -106,7 +106,7 @@ def test_an_endpoint_check_that_ends_after_a_newer_one_does_not_undo_it():
     assert asyncio.run(main()) is True
 
 
-def test_a_triton_that_comes_up_after_the_gateway_is_seen_ready_at_once_not_after_a_reconnect_backoff():
+def test_a_triton_that_comes_up_after_the_gateway_is_seen_at_once_and_one_that_goes_away_too():
     """A real gRPC server that answers ServerReady stands in for Triton (the channel is what is tested)."""
     from tritonclient.grpc import service_pb2, service_pb2_grpc
 
@@ -123,12 +123,15 @@ def test_a_triton_that_comes_up_after_the_gateway_is_seen_ready_at_once_not_afte
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(Ready(), server)
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
-        try:
-            t0 = time.monotonic()
-            ready = [ep.url for ep in await pool.refresh()]
-            return ready, time.monotonic() - t0
-        finally:
-            await server.stop(None)
+        t0 = time.monotonic()
+        ready = [ep.url for ep in await pool.refresh()]
+        up_s = time.monotonic() - t0
+        await server.stop(None)
+        t0 = time.monotonic()
+        after = await pool.refresh()
+        return ready, up_s, after, time.monotonic() - t0
 
-    ready, seconds = asyncio.run(main())
-    assert len(ready) == 1 and seconds < READY_WAIT_S, (ready, seconds)
+    ready, up_s, after, down_s = asyncio.run(main())
+    assert len(ready) == 1 and up_s < READY_WAIT_S, (ready, up_s)
+    # Once seen ready, a Triton that goes away is judged at once: calls during an outage fail fast.
+    assert after == [] and down_s < READY_WAIT_S / 4, down_s
