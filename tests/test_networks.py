@@ -123,3 +123,30 @@ def test_patch_discriminator_logit_ignores_pixels_outside_its_receptive_field():
     assert torch.equal(after_far[0, 0, 0, 0], before[0, 0, 0, 0])
     assert not torch.equal(after_near[0, 0, 0, 0], before[0, 0, 0, 0])
     assert not torch.equal(after_far, before)  # the pixel is seen, by the patches around it
+
+
+def test_a_refinement_head_starts_as_no_correction_so_a_unets_weights_give_the_same_image():
+    plain = UNet(UNetConfig(in_channels=11, width=4)).eval()
+    refined = UNet(UNetConfig(in_channels=11, width=4, refine=8)).eval()
+    missing, unexpected = refined.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("refine.") for k in missing)
+    x = torch.rand(2, 11, 128, 128) * 2 - 1
+
+    with torch.no_grad():
+        assert torch.equal(plain(x), refined(x))
+        refined.refine[-1].bias.fill_(0.5)  # a correction, once learnt, changes the image
+        assert not torch.equal(plain(x), refined(x))
+
+
+def test_the_refinement_head_sees_single_pixels_of_the_input_that_the_unet_blurs():
+    """The reason it exists: a one-pixel change of the input changes the output there more with the head."""
+    torch.manual_seed(1)
+    refined = UNet(UNetConfig(in_channels=3, width=4, refine=8)).eval()
+    nn.init.normal_(refined.refine[-1].weight, std=0.5)
+    x = torch.zeros(1, 3, 128, 128)
+    y = x.clone()
+    y[0, :, 64, 64] = 1.0
+    with torch.no_grad():
+        change = (refined(y) - refined(x)).abs()[0].sum(0)
+    assert change[63:66, 63:66].max() > 0
+    assert change[64, 64] >= change[60, 60]

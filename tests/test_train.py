@@ -159,3 +159,16 @@ def test_a_checkpoint_written_before_the_hint_encodings_moved_still_loads(tmp_pa
     assert b"training.hints" in (tmp_path / "old.pt").read_bytes()  # written under the old path
     ckpt = read_checkpoint(tmp_path / "old.pt")
     assert ckpt["variant"]["hint"] is HintKind.POINTS and ckpt["step"] == 3
+
+
+def test_fine_tuning_with_a_new_refinement_head_starts_from_the_given_weights_and_refuses_misfits(tmp_path):
+    plain = UNet(UNetConfig(in_channels=11, width=4))
+    cfg = T.TrainConfig(variant="guided", width=4, refine=4, refine_lr=1e-3, out_dir=str(tmp_path))
+    models = T.build_training(cfg, torch.device("cpu"))
+    T.load_initial(models.generator, plain.state_dict())
+    assert torch.equal(models.generator.out[0].weight, plain.out[0].weight)
+    # The head learns at its own rate; the U-Net's weights at lr.
+    assert [g["lr"] for g in models.opt_g.param_groups] == [cfg.lr, 1e-3]
+    assert len(models.opt_g.param_groups[1]["params"]) == len(list(models.generator.refine.parameters()))
+    with pytest.raises(SystemExit, match="do not fit"):
+        T.load_initial(models.generator, UNet(UNetConfig(in_channels=11, width=8)).state_dict())

@@ -21,6 +21,7 @@ class UNetConfig:
     width: int = 64  # 64 reproduces the study; 16 or 32 train on a CPU
     depth: int = 7  # 128 -> 1 with 7 stride-2 convolutions
     kernel_size: int = 5
+    refine: int = 0  # hidden channels of a full-resolution head (see UNet); 0 = the study's U-Net
 
     def channels(self) -> list[int]:
         """Channels after each down-sampling step: w, 2w, 4w, 8w, 8w, ... (pix2pix's ladder)."""
@@ -67,17 +68,36 @@ class UNet(nn.Module):
             nn.ConvTranspose2d(2 * ch[0], config.out_channels, k, stride=2, padding=k // 2, output_padding=1),
             nn.Tanh(),
         )
+        # The U-Net's finest features are at half resolution, so it cannot copy a per-pixel input
+        # (a hint's bucket fill, which ends exactly at a line) into its output. The head sees the
+        # input and the U-Net's pre-tanh output at full resolution and adds a correction.
+        self.refine = None
+        if config.refine:
+            h = config.refine
+            self.refine = nn.Sequential(
+                nn.Conv2d(config.in_channels + config.out_channels, h, 3, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(h, h, 3, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(h, config.out_channels, 3, padding=1),
+            )
         init_weights(self)
+        if self.refine is not None:  # zero correction at the start: a U-Net's weights load unchanged
+            nn.init.zeros_(self.refine[-1].weight)
+            nn.init.zeros_(self.refine[-1].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
+        inputs, skips = x, []
         for down in self.downs:
             x = down(x)
             skips.append(x)
         x = skips.pop()  # (B, 8w, 1, 1)
         for up in self.ups:
             x = torch.cat([up(x), skips.pop()], dim=1)
-        return self.out(x)
+        if self.refine is None:
+            return self.out(x)
+        pre = self.out[0](x)
+        return self.out[1](pre + self.refine(torch.cat([inputs, pre], dim=1)))
 
 
 class StudyDiscriminator(nn.Module):

@@ -40,6 +40,8 @@ class TrainConfig:
     data: str = "mix"  # OpenMoji + the illustrations (what the shipped weights are trained on)
     out_dir: str = "runs/guided"
     width: int = 16  # generator width; 64 is the study's
+    refine: int = 0  # hidden channels of the generator's full-resolution head (networks.UNet); 0 = none
+    refine_lr: float = 0.0  # the head's learning rate (0 = lr): a new head on a trained U-Net learns faster
     d_width: int = 0  # discriminator width; 0 = same as the generator
     epochs: int = 20
     batch_size: int = 8
@@ -61,7 +63,7 @@ class TrainConfig:
     dry_run: bool = False
 
     def generator_config(self) -> UNetConfig:
-        return UNetConfig(in_channels=VARIANTS[self.variant].hint.channels, width=self.width)
+        return UNetConfig(in_channels=VARIANTS[self.variant].hint.channels, width=self.width, refine=self.refine)
 
 
 @dataclass
@@ -199,7 +201,10 @@ def build_training(cfg: TrainConfig, device: torch.device) -> Models:
     # channels_last is what the GPU's tensor cores want; on a CPU it buys nothing.
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     generator.to(device, memory_format=memory_format)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    head = [p for n, p in generator.named_parameters() if n.startswith("refine.")]
+    body = [p for n, p in generator.named_parameters() if not n.startswith("refine.")]
+    groups = [{"params": body}] + ([{"params": head, "lr": cfg.refine_lr or cfg.lr}] if head else [])
+    opt_g = torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, 0.999))
     opt_d = None
     if discriminator is not None:
         discriminator.to(device, memory_format=memory_format)
@@ -218,6 +223,17 @@ def load_checkpoint(path: Path, cfg: TrainConfig, models: Models, device: torch.
         models.opt_d.load_state_dict(ckpt["opt_D"])
     models.eval_state = ckpt.get("G_eval")
     return ckpt["step"], History(**ckpt["history"])
+
+
+def load_initial(generator: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Fine-tuning's start: every weight of `state`; only a new refinement head may be missing."""
+    try:
+        missing, unexpected = generator.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a tensor of another shape (another width or input)
+        raise SystemExit(f"the initial weights do not fit this generator: {e}") from None
+    missing = [k for k in missing if not k.startswith("refine.")]
+    if missing or unexpected:
+        raise SystemExit(f"the initial weights do not fit this generator: missing {missing}, unexpected {unexpected}")
 
 
 def initial_weights(path: str) -> dict[str, torch.Tensor]:
@@ -312,7 +328,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict:
         if proc.is_main:
             print(f"resumed {ckpt_path} at step {step}", file=sys.stderr)
     elif cfg.init_from:
-        models.generator.load_state_dict(initial_weights(cfg.init_from))
+        load_initial(models.generator, initial_weights(cfg.init_from))
     if proc.world > 1:
         models.generator = nn.parallel.DistributedDataParallel(models.generator)
         if models.discriminator is not None:
@@ -392,10 +408,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     parser.add_argument("--data", default=defaults.data,
                         help="mix | openmoji | illustrations | kaggle:DIR | folder:DIR | synthetic")  # fmt: skip
     parser.add_argument("--out-dir", help="default: runs/<variant>")
-    for name in ("width", "d_width", "epochs", "batch_size", "seed", "max_steps", "checkpoint_every",
+    for name in ("width", "refine", "d_width", "epochs", "batch_size", "seed", "max_steps", "checkpoint_every",
                  "sample_every", "val_hints", "max_val", "threads", "bn_batches"):  # fmt: skip
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
     parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--refine-lr", type=float, default=defaults.refine_lr)
     parser.add_argument("--max-minutes", type=float, default=0.0, help="stop (resumably) after this many minutes")
     parser.add_argument("--beta1", type=float, default=defaults.beta1)
     parser.add_argument("--device", default=defaults.device, help="auto | cpu | cuda | cuda:N")
