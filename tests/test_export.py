@@ -131,3 +131,26 @@ def test_exported_generator_is_within_fp16_rounding_of_the_full_precision_genera
 
     assert not torch.equal(got, want)  # the weights were rounded to float16 ...
     assert np.allclose(got.numpy(), want.numpy(), atol=1e-2)  # ... and that is all that changed
+
+
+def test_a_fine_tune_with_a_refinement_head_exports_the_head_and_says_what_it_started_from(
+    trained_checkpoint, tiny_train_config, tmp_path
+):
+    from training.train import train
+
+    start = trained_checkpoint("guided")
+    train(tiny_train_config("guided", tmp_path / "run", refine=4, init_from=str(start)), resume=False)
+    repository = tmp_path / "repository"
+    repository.mkdir()
+    (repository / E.SHARED_MODEL_PY).write_text("# the shared Triton model\n")
+    E.export(tmp_path / "run" / "last.pt", repository)
+    served = E.load_exported(repository / "guided" / "1" / E.WEIGHTS_FILE)
+    reference, _ = E.load_generator(tmp_path / "run" / "last.pt", half_weights=True)
+    x = random_inputs(2, VARIANTS["guided"].hint.channels)
+
+    with torch.no_grad():
+        assert np.allclose(served(x).numpy(), reference(x).numpy(), atol=1e-5)
+    assert any(k.startswith("refine.") for k in served.state_dict())
+    parameters = {k: v.string_value for k, v in parse_config(repository / "guided" / "config.pbtxt").parameters.items()}
+    trained = json.loads(parameters["trained"])
+    assert trained["refine"] == 4 and trained["fine_tuned_from"] == str(start)

@@ -101,6 +101,10 @@ def export(checkpoint: Path | str, repository: Path | str = "model_repository", 
     trained.update(epochs=round(ckpt["epoch"], 2), steps=ckpt["step"])
     if ckpt["history"].get("wall_time_s"):  # runs from before it was recorded have none
         trained["wall_time_min"] = round(ckpt["history"]["wall_time_s"] / 60, 1)
+    if ckpt["config"].get("refine"):
+        trained["refine"] = ckpt["config"]["refine"]
+    if ckpt["config"].get("init_from"):  # a fine-tune: the figures above are this run's alone
+        trained["fine_tuned_from"] = ckpt["config"]["init_from"]
     (model_dir / "config.pbtxt").write_text(triton_config(info, trained))
     return info
 
