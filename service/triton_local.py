@@ -18,7 +18,7 @@ import sysconfig
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +41,13 @@ def free_port() -> int:
 
 
 def free_ports() -> TritonPorts:
-    return TritonPorts(free_port(), free_port(), free_port())
+    """Three distinct free ports: the sockets stay bound until all three are chosen (one after the
+    other, the kernel may hand out a port it just freed, and Triton refuses HTTP and gRPC on one)."""
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(3)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return TritonPorts(*(s.getsockname()[1] for s in sockets))
 
 
 def triton_home() -> Path:
