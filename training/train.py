@@ -370,6 +370,9 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict:
             save_checkpoint(ckpt_path, cfg, models, step, step / steps_per_epoch, history)
     bar.close()
     if proc.world > 1:
+        # Every rank waits for the main one's last validation and checkpoint: a rank that tore its
+        # process group down while another still held it aborted now and then at exit (gloo).
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return metrics
 
