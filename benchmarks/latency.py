@@ -69,8 +69,9 @@ class LatencyConfig:
     repository: Path = Path("model_repository")
     out: Path = Path("results/latency")
     log_dir: Path = Path("results/tmp/latency")  # Triton and gateway logs (git-ignored)
-    duration: float = 10.0  # measured seconds per point
-    warmup: float = 2.0  # seconds run before each measured window
+    duration: float = 10.0  # measured seconds per point, in `rounds` windows taken in turn with the other path
+    warmup: float = 1.0  # seconds run before each measured window
+    rounds: int = 5
     concurrency: tuple[int, ...] = (1, 4, 16, 64)
     batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32)  # in-process batch sizes
     samples: int = 64  # distinct requests, cycled
@@ -83,7 +84,7 @@ class LatencyConfig:
     @staticmethod
     def quick(**overrides) -> LatencyConfig:
         """Seconds, not minutes: what the tests run."""
-        base = dict(duration=2.0, warmup=0.5, concurrency=(1, 4), batches=(1, 4), samples=8, sketches="synthetic")
+        base = dict(duration=2.0, warmup=0.5, rounds=2, concurrency=(1, 4), batches=(1, 4), samples=8, sketches="synthetic")
         return LatencyConfig(**{**base, **overrides})
 
 
@@ -173,15 +174,28 @@ async def measure_servers(
         await send_direct(0)
         await send_gateway(0)
 
+        # Direct and gateway take turns in short windows (ABBA): on a shared machine the speed
+        # drifts by 10-30 % over minutes, and a ratio of two points measured minutes apart would
+        # measure the drift as much as the gateway.
+        sends = {"direct": send_direct, "gateway": send_gateway}
+        gateway_started = False
         points = []
-        for path, send in (("direct", send_direct), ("gateway", send_gateway)):
-            if path == "gateway" and on_gateway_start is not None:
-                on_gateway_start()
-            for c in cfg.concurrency:
-                latencies, results, errors, first_error, before, after = await closed_loop(
-                    send, c, cfg.warmup, cfg.duration, snapshot
-                )
-                point = Point(**summarize(path, c, latencies, errors, before, after), first_error=first_error)
+        for c in cfg.concurrency:
+            runs = {path: ([], [], 0, "", []) for path in sends}  # latencies, results, errors, first error, windows
+            for r in range(cfg.rounds):
+                for path in (("direct", "gateway") if r % 2 == 0 else ("gateway", "direct")):
+                    if path == "gateway" and not gateway_started and on_gateway_start is not None:
+                        on_gateway_start()
+                        gateway_started = True
+                    latencies, results, errors, first_error, before, after = await closed_loop(
+                        sends[path], c, cfg.warmup, cfg.duration / cfg.rounds, snapshot
+                    )
+                    got = runs[path]
+                    got[0].extend(latencies)
+                    got[1].extend(results)
+                    runs[path] = (got[0], got[1], got[2] + errors, got[3] or first_error, [*got[4], (before, after)])
+            for path, (latencies, results, errors, first_error, windows) in runs.items():
+                point = Point(**summarize(path, c, latencies, errors, windows), first_error=first_error)
                 if results and path == "gateway":
                     point.server_ms = {
                         k: float(np.mean([getattr(t, k) for t in results]))
@@ -189,6 +203,7 @@ async def measure_servers(
                     }
                 print(format_point(point), file=sys.stderr)
                 points.append(point)
+        points.sort(key=lambda p: p.path != "direct")  # the report's order: each path by concurrency
     for channel in gateway_channels:
         await channel.close()
     return points
@@ -299,7 +314,8 @@ def main(argv: list[str] | None = None) -> LatencyResults:
     parser.add_argument("--out", type=Path, default=d.out)
     parser.add_argument("--log-dir", type=Path, default=d.log_dir)
     parser.add_argument("--duration", type=float, help=f"measured seconds per point (default {d.duration:g})")
-    parser.add_argument("--warmup", type=float, help=f"warm-up seconds per point (default {d.warmup:g})")
+    parser.add_argument("--warmup", type=float, help=f"warm-up seconds per window (default {d.warmup:g})")
+    parser.add_argument("--rounds", type=int, help=f"windows per point, direct and gateway in turn (default {d.rounds})")
     parser.add_argument("--concurrency", type=int, nargs="+", help=f"default {' '.join(map(str, d.concurrency))}")
     parser.add_argument(
         "--batches", type=int, nargs="+", help=f"in-process batches (default {' '.join(map(str, d.batches))})"

@@ -61,15 +61,16 @@ async def triton_counters(stub_call, variant: str) -> dict[str, int]:
     }
 
 
-def summarize(
-    path: str, concurrency: int, latencies: list[float], errors: int, before: Snapshot, after: Snapshot
-) -> dict:
-    seconds = after.t - before.t
+def summarize(path: str, concurrency: int, latencies: list[float], errors: int,
+              windows: list[tuple[Snapshot, Snapshot]]) -> dict:  # fmt: skip
+    """A point from its measured windows (each a pair of snapshots at its edges), summed."""
+    seconds = sum(after.t - before.t for before, after in windows)
     ms = np.asarray(latencies) * 1e3 if latencies else np.full(1, np.nan)
     p50, p95, p99 = np.percentile(ms, [50, 95, 99])
-    dt = {k: after.triton[k] - before.triton[k] for k in after.triton}
+    first = windows[0][1]
+    dt = {k: sum(after.triton[k] - before.triton[k] for before, after in windows) for k in first.triton}
     per_request = max(dt["success"], 1)
-    cores = {k: (after.cpu_s[k] - before.cpu_s[k]) / seconds for k in after.cpu_s}
+    cores = {k: sum(after.cpu_s[k] - before.cpu_s[k] for before, after in windows) / seconds for k in first.cpu_s}
     cores["other"] = max(cores.pop("machine") - cores["client"] - cores["gateway"] - cores["triton"], 0.0)
     return dict(
         path=path,
