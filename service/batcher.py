@@ -4,7 +4,7 @@ Each Triton call costs the gateway about as much CPU as the image work of a requ
 in and out, measured 0.7 ms for a bare call), and Triton's Python backend pays per request too.
 So per variant at most `calls` Triton calls are in flight; a request that arrives while they
 are busy waits, and when one returns, everything waiting (up to `max_batch`) goes as one batched
-call. Nothing is held back on a timer: an idle gateway sends a lone request at once, so c=1
+call, sent before the returned call's answers are handed over. Nothing is held back on a timer: an idle gateway sends a lone request at once, so c=1
 latency is what it was, and under load batches form by themselves, as large as the load.
 """
 
@@ -35,9 +35,9 @@ class _Lane:
 
 
 class Batcher:
-    def __init__(self, call: Call, calls: Callable[[], int], max_batch: Callable[[str], int],
+    def __init__(self, call: Call, calls: Callable[[str], int], max_batch: Callable[[str], int],
                  on_batch: Callable[[str, int], None] = lambda variant, size: None):  # fmt: skip
-        """`calls()`: Triton calls in flight allowed per variant now (it grows with the ready Tritons);
+        """`calls(variant)`: Triton calls in flight allowed for the variant now (it grows with the ready Tritons);
         `max_batch(variant)`: the model's largest batch; `on_batch(variant, size)`: told of each call."""
         self.call, self.calls, self.max_batch, self.on_batch = call, calls, max_batch, on_batch
         self.lanes: dict[str, _Lane] = {}
@@ -49,7 +49,7 @@ class Batcher:
         item = _Item(inputs, None if timeout is None else loop.time() + timeout, loop.create_future())
         lane = self.lanes.setdefault(variant, _Lane())
         lane.waiting.append(item)
-        if lane.calls < max(1, self.calls()):
+        if lane.calls < max(1, self.calls(variant)):
             self._launch(variant, lane)
         # A caller that goes away cancels its future; the batch it sits in skips it or drops its row.
         return await item.result
@@ -68,6 +68,8 @@ class Batcher:
         task.add_done_callback(self.tasks.discard)
 
     async def _run(self, variant: str, lane: _Lane, items: list[_Item]) -> None:
+        out: np.ndarray | None = None
+        error: Exception | None = None
         try:
             deadlines = [i.deadline for i in items]
             # The call may take as long as the most patient caller allows; each caller's own deadline
@@ -75,21 +77,32 @@ class Batcher:
             timeout = None if None in deadlines else max(0.001, max(deadlines) - asyncio.get_running_loop().time())
             batch = {name: np.stack([i.inputs[name] for i in items]) for name in items[0].inputs}
             self.on_batch(variant, len(items))
-            try:
-                out = await self.call(variant, batch, timeout)
-            except asyncio.CancelledError:  # the gateway is stopping: no caller may wait forever
-                for i in items:
-                    i.result.cancel()
-                raise
-            except Exception as e:  # every caller in the batch gets the error
-                for i in items:
-                    if not i.result.done():
-                        i.result.set_exception(e)
-                return
-            for row, i in zip(out, items):
-                if not i.result.done():
-                    i.result.set_result(row)
+            out = await self.call(variant, batch, timeout)
+        except asyncio.CancelledError:  # the gateway is stopping: no caller may wait forever
+            self._cancel(items)
+            raise
+        except Exception as e:  # every caller in the batch gets the error
+            error = e
         finally:
             lane.calls -= 1
             if lane.waiting:
                 self._launch(variant, lane)
+        try:
+            # The next call leaves before this one's answers are handed over: its task runs first and
+            # queues grpc's send ahead of the callers, whose image work would otherwise keep Triton
+            # idle (with one call in flight per Triton, the default on a CPU).
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            self._cancel(items)
+            raise
+        for row, i in zip(out if error is None else [None] * len(items), items):
+            if not i.result.done():
+                if error is None:
+                    i.result.set_result(row)
+                else:
+                    i.result.set_exception(error)
+
+    @staticmethod
+    def _cancel(items: list[_Item]) -> None:
+        for i in items:
+            i.result.cancel()

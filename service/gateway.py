@@ -53,8 +53,7 @@ class Colorizer(pb_grpc.ColorizerServicer):
         self.working = 0  # requests (and stream items) between admission and answer
         self.draining = False  # after SIGTERM: new work is refused with UNAVAILABLE
         self.triton = TritonPool(config.triton_url, self.metrics.registry)
-        self.batcher = Batcher(self.triton_call, calls=lambda: config.triton_calls * max(1, self.triton.ready_count),
-                               max_batch=self.max_batch,
+        self.batcher = Batcher(self.triton_call, calls=self.calls_for, max_batch=self.max_batch,
                                on_batch=lambda name, size: self.metrics.batch.labels(name).observe(size))  # fmt: skip
         self.variants: dict[str, VariantInfo] = {}
         self.health = health.aio.HealthServicer()
@@ -128,6 +127,16 @@ class Colorizer(pb_grpc.ColorizerServicer):
             ],
             default_variant=self.config.default_variant,
         )
+
+    def calls_for(self, name: str) -> int:
+        """Triton calls in flight allowed for a variant. On a CPU, one per model instance: the forward
+        pass already takes the cores, and requests that wait for it form one batch, not two halves
+        (a second call queued in Triton split them: mean batch 5.5 instead of 8 at c=16, 0.72 vs
+        0.82 of direct Triton's throughput, one run, 2 cores). On a GPU, two per instance: the next
+        batch waits in Triton's queue, so the GPU does not idle while the gateway turns around."""
+        v = self.variants.get(name)
+        per_triton = self.config.triton_calls or (v.instances * (2 if v.gpu else 1) if v else 1)
+        return per_triton * max(1, self.triton.ready_count)
 
     def max_batch(self, name: str) -> int:
         return self.variants[name].max_batch if name in self.variants else 1

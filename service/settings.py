@@ -26,9 +26,9 @@ class GatewayConfig:
     max_hints: int = Limits.max_hints  # at most contract.wire.MAX_HINTS
     workers: int = 4  # threads for decoding and encoding images
     processes: int = 1  # gateway processes sharing the port (service/processes.py)
-    triton_calls: int = (
-        2  # Triton calls in flight per variant and ready Triton; more requests wait and batch (service/batcher.py)
-    )
+    # Triton calls in flight per variant and ready Triton; more requests wait and batch (service/batcher.py).
+    # 0: one per model instance on a CPU, two on a GPU (see Colorizer.calls_for).
+    triton_calls: int = 0
     stream_concurrency: int = 16  # items of one ColorizeStream in flight at once
     health_interval_s: float = 1.0
     shutdown_grace_s: float = 10.0

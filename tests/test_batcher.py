@@ -35,7 +35,7 @@ def run(coro):
 
 
 def batcher_for(script: Script, calls: int = 1, max_batch: int = 8) -> Batcher:
-    return Batcher(script, calls=lambda: calls, max_batch=lambda variant: max_batch)
+    return Batcher(script, calls=lambda variant: calls, max_batch=lambda variant: max_batch)
 
 
 def item(i: int) -> dict[str, np.ndarray]:
@@ -165,3 +165,54 @@ def test_a_batch_cancelled_in_flight_cancels_its_callers_instead_of_leaving_them
             await task
 
     run(main())
+
+
+def test_the_next_batch_is_sent_before_the_finished_batchs_callers_resume():
+    """With one call in flight, Triton idles from the end of one call to the start of the next: the
+    callers' image work (PNG encoding) must not run in between."""
+
+    async def main():
+        script = Script()
+        batcher = batcher_for(script, calls=1)
+        seen_by_first = []
+
+        async def first():
+            await batcher.submit("m", item(0), None)
+            seen_by_first.append(len(script.batches))  # calls started when its answer arrived
+
+        tasks = [asyncio.create_task(first())]
+        await asyncio.sleep(0)
+        tasks += [asyncio.create_task(batcher.submit("m", item(i), None)) for i in (1, 2)]
+        await asyncio.sleep(0)
+        assert [b.shape[0] for b in script.batches] == [1]  # 1 and 2 wait for the busy call
+        script.release.set()
+        await asyncio.gather(*tasks)
+        return seen_by_first
+
+    assert run(main()) == [2]
+
+
+def test_calls_in_flight_default_to_one_per_cpu_instance_and_two_per_gpu_instance_per_ready_triton():
+    from types import SimpleNamespace
+
+    from contract.hints import HintKind
+    from service import gateway
+    from service.settings import GatewayConfig
+    from service.variants import VariantInfo, instances
+
+    assert instances({}) == {"instances": 1, "gpu": False}
+    assert instances({"instance_group": [{"kind": "KIND_CPU", "count": 2}]}) == {"instances": 2, "gpu": False}
+    assert instances({"instance_group": [{"kind": "KIND_GPU", "count": 1, "gpus": [0, 1]}]}) == {
+        "instances": 2, "gpu": True}  # fmt: skip
+
+    def calls(config: GatewayConfig, ready: int, **variant) -> int:
+        c = gateway.Colorizer(config)
+        c.pool.shutdown()
+        c.variants = {"v": VariantInfo("v", HintKind.NONE, "", "1", **variant)}
+        c.triton = SimpleNamespace(ready_count=ready)
+        return c.calls_for("v")
+
+    assert calls(GatewayConfig(), 1) == 1
+    assert calls(GatewayConfig(), 3, instances=2) == 6
+    assert calls(GatewayConfig(), 2, gpu=True) == 4
+    assert calls(GatewayConfig(triton_calls=3), 2, gpu=True) == 6  # the setting wins

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import struct
 import subprocess
@@ -116,6 +117,24 @@ def test_list_variants_reports_every_exported_variant_with_its_hint_kinds(stub):
         accepts = set(got[name].accepted_hints)
         assert (pb.HINT_KIND_POINTS in accepts) == (kind is H.HintKind.POINTS)
         assert (pb.HINT_KIND_COLOR_IMAGE in accepts) == kind.needs_color_image
+
+
+def test_the_gateway_learns_each_variants_instances_from_triton(stack):
+    """KIND_AUTO resolves to the CPU here, to the GPU on a GPU box (the calls in flight follow: calls_for)."""
+    from tritonclient.grpc import aio as triton_aio
+
+    from service.variants import discover
+
+    async def main():
+        client = triton_aio.InferenceServerClient(stack.ports.grpc_url)
+        try:
+            return await discover(client)
+        finally:
+            await client.close()
+
+    found = asyncio.run(main())
+    assert set(found) == set(VARIANTS)
+    assert all((v.instances, v.gpu) == (1, torch.cuda.is_available()) for v in found.values())
 
 
 def test_health_reports_serving_for_the_server_and_the_colorizer_service(stack):

@@ -62,3 +62,32 @@ def test_a_large_jpeg_for_a_model_size_answer_is_decoded_at_reduced_scale_onto_t
         assert (frame.width, frame.height) == (2000, 1500)  # hints and the answer still refer to the full size
     assert decoded == [(250, 188), (2000, 1500)]  # 1/8 scale, still more than the 128-px grid
     assert np.abs(grids[pb.OUTPUT_SIZE_MODEL] - grids[pb.OUTPUT_SIZE_SKETCH]).mean() < 3
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (5, 1), (128, 128), (97, 203)])
+def test_the_answers_png_decodes_to_exactly_the_pixels_with_pillow_and_opencv(shape):
+    import cv2
+
+    from service.imaging import encode_png
+
+    rng = np.random.default_rng(sum(shape))
+    rgb = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)  # noise: every Up-filter byte wraps somewhere
+    data = encode_png(rgb)
+    with Image.open(io.BytesIO(data)) as im:
+        assert (im.format, im.mode, im.size) == ("PNG", "RGB", (shape[1], shape[0]))
+        im.verify()  # chunk CRCs
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), rgb)
+    np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1], rgb)
+
+
+def test_the_answers_png_is_no_larger_than_pillows_on_a_colouring():
+    import cv2
+
+    from service.imaging import encode_png
+
+    for seed in range(3):  # flat fills with soft edges, as the generators paint
+        blocks = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        rgb = cv2.GaussianBlur(cv2.resize(blocks, (128, 128), interpolation=cv2.INTER_NEAREST), (5, 5), 0)
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)  # what the gateway wrote before
+        assert len(encode_png(rgb)) <= 1.1 * len(buf.getvalue())
