@@ -84,7 +84,9 @@ class LatencyConfig:
     @staticmethod
     def quick(**overrides) -> LatencyConfig:
         """Seconds, not minutes: what the tests run."""
-        base = dict(duration=2.0, warmup=0.5, rounds=2, concurrency=(1, 4), batches=(1, 4), samples=8, sketches="synthetic")
+        base = dict(
+            duration=2.0, warmup=0.5, rounds=2, concurrency=(1, 4), batches=(1, 4), samples=8, sketches="synthetic"
+        )
         return LatencyConfig(**{**base, **overrides})
 
 
@@ -183,7 +185,7 @@ async def measure_servers(
         for c in cfg.concurrency:
             runs = {path: ([], [], 0, "", []) for path in sends}  # latencies, results, errors, first error, windows
             for r in range(cfg.rounds):
-                for path in (("direct", "gateway") if r % 2 == 0 else ("gateway", "direct")):
+                for path in ("direct", "gateway") if r % 2 == 0 else ("gateway", "direct"):
                     if path == "gateway" and not gateway_started and on_gateway_start is not None:
                         on_gateway_start()
                         gateway_started = True
@@ -315,7 +317,9 @@ def main(argv: list[str] | None = None) -> LatencyResults:
     parser.add_argument("--log-dir", type=Path, default=d.log_dir)
     parser.add_argument("--duration", type=float, help=f"measured seconds per point (default {d.duration:g})")
     parser.add_argument("--warmup", type=float, help=f"warm-up seconds per window (default {d.warmup:g})")
-    parser.add_argument("--rounds", type=int, help=f"windows per point, direct and gateway in turn (default {d.rounds})")
+    parser.add_argument(
+        "--rounds", type=int, help=f"windows per point, direct and gateway in turn (default {d.rounds})"
+    )
     parser.add_argument("--concurrency", type=int, nargs="+", help=f"default {' '.join(map(str, d.concurrency))}")
     parser.add_argument(
         "--batches", type=int, nargs="+", help=f"in-process batches (default {' '.join(map(str, d.batches))})"

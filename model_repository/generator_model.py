@@ -49,14 +49,17 @@ class TritonPythonModel:
         else:
             self.device, self.dtype, self.memory_format = torch.device("cpu"), torch.float32, torch.contiguous_format
         threads = int(os.environ.get("SKETCH2COLOR_TORCH_THREADS", "0"))
-        if threads:  # one instance per model: cap each, or five models oversubscribe the cores
+        if not threads and kind == "CPU":  # each CPU instance its share of the cores, or they oversubscribe them
+            count = sum(int(g.get("count", 1)) for g in config.get("instance_group", []) if g.get("kind") != "KIND_GPU")
+            threads = max(1, len(os.sched_getaffinity(0)) // max(1, count))
+        if threads:
             torch.set_num_threads(threads)
         weights = Path(args["model_repository"]) / args["model_version"] / wire.WEIGHTS_FILE
         module = torch.export.load(str(weights)).module()  # float16 weights as stored
         self.generator = module.to(self.device, self.dtype).to(memory_format=self.memory_format)
         pb_utils.Logger.log_info(
             f"{args['model_name']}: {weights.name} on {self.device} in {self.dtype}, {self.hint.value} hints, "
-            f"forward batches of <= {self.forward_batch}"
+            f"forward batches of <= {self.forward_batch}, {torch.get_num_threads()} torch threads"
         )
 
     def execute(self, requests):

@@ -1,11 +1,12 @@
-"""Requests that arrive together go to Triton together.
+"""Requests that arrive together go to Triton together, where that pays.
 
-Each Triton call costs the gateway about as much CPU as the image work of a request (Python gRPC
-in and out, measured 0.7 ms for a bare call), and Triton's Python backend pays per request too.
-So per variant at most `calls` Triton calls are in flight; a request that arrives while they
-are busy waits, and when one returns, everything waiting (up to `max_batch`) goes as one batched
-call, sent before the returned call's answers are handed over. Nothing is held back on a timer: an idle gateway sends a lone request at once, so c=1
-latency is what it was, and under load batches form by themselves, as large as the load.
+Each Triton call costs the gateway CPU (Python gRPC in and out) and Triton's Python backend pays
+per request too. So per variant at most `calls(variant)` Triton calls are in flight; a request
+that arrives while they are busy waits, and when one returns, everything waiting (up to
+`max_batch`) goes as one batched call, sent before the returned call's answers are handed over.
+Nothing is held back on a timer: an idle gateway sends a lone request at once, and under load
+batches form by themselves, as large as the load. The gateway caps the calls on a GPU only; on a
+CPU Triton's own dynamic batcher does better (see `Colorizer.calls_for`).
 """
 
 from __future__ import annotations

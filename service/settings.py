@@ -27,7 +27,7 @@ class GatewayConfig:
     workers: int = 4  # threads for decoding and encoding images
     processes: int = 1  # gateway processes sharing the port (service/processes.py)
     # Triton calls in flight per variant and ready Triton; more requests wait and batch (service/batcher.py).
-    # 0: one per model instance on a CPU, two on a GPU (see Colorizer.calls_for).
+    # 0: no cap on a CPU (Triton's dynamic batcher batches), two per model instance on a GPU (Colorizer.calls_for).
     triton_calls: int = 0
     stream_concurrency: int = 16  # items of one ColorizeStream in flight at once
     health_interval_s: float = 1.0

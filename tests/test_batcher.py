@@ -192,7 +192,7 @@ def test_the_next_batch_is_sent_before_the_finished_batchs_callers_resume():
     assert run(main()) == [2]
 
 
-def test_calls_in_flight_default_to_one_per_cpu_instance_and_two_per_gpu_instance_per_ready_triton():
+def test_calls_in_flight_default_to_no_cap_on_a_cpu_and_two_per_gpu_instance_per_ready_triton():
     from types import SimpleNamespace
 
     from contract.hints import HintKind
@@ -202,8 +202,8 @@ def test_calls_in_flight_default_to_one_per_cpu_instance_and_two_per_gpu_instanc
 
     assert instances({}) == {"instances": 1, "gpu": False}
     assert instances({"instance_group": [{"kind": "KIND_CPU", "count": 2}]}) == {"instances": 2, "gpu": False}
-    assert instances({"instance_group": [{"kind": "KIND_GPU", "count": 1, "gpus": [0, 1]}]}) == {
-        "instances": 2, "gpu": True}  # fmt: skip
+    assert instances({"instance_group": [{"kind": "KIND_GPU", "count": 2, "gpus": [0, 1]}]}) == {
+        "instances": 4, "gpu": True}  # fmt: skip
 
     def calls(config: GatewayConfig, ready: int, **variant) -> int:
         c = gateway.Colorizer(config)
@@ -212,7 +212,7 @@ def test_calls_in_flight_default_to_one_per_cpu_instance_and_two_per_gpu_instanc
         c.triton = SimpleNamespace(ready_count=ready)
         return c.calls_for("v")
 
-    assert calls(GatewayConfig(), 1) == 1
-    assert calls(GatewayConfig(), 3, instances=2) == 6
+    assert calls(GatewayConfig(), 1) >= GatewayConfig().max_in_flight  # every request goes at once
+    assert calls(GatewayConfig(), 3, gpu=True, instances=2) == 12
     assert calls(GatewayConfig(), 2, gpu=True) == 4
-    assert calls(GatewayConfig(triton_calls=3), 2, gpu=True) == 6  # the setting wins
+    assert calls(GatewayConfig(triton_calls=3), 2) == 6  # the setting wins

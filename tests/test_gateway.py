@@ -30,7 +30,7 @@ from contract import hints as H
 from contract import wire
 from contract.wire import WEIGHTS_FILE
 from service import triton_local
-from service.api import SERVICE_NAME, pb
+from service.api import SERVICE_NAME, pb, pb_grpc
 from service.imaging import Limits
 from service.inputs import encode_request
 from training.data import synthetic_pairs
@@ -134,7 +134,7 @@ def test_the_gateway_learns_each_variants_instances_from_triton(stack):
 
     found = asyncio.run(main())
     assert set(found) == set(VARIANTS)
-    assert all((v.instances, v.gpu) == (1, torch.cuda.is_available()) for v in found.values())
+    assert all((v.instances, v.gpu) == (wire.INSTANCES, torch.cuda.is_available()) for v in found.values())
 
 
 def test_health_reports_serving_for_the_server_and_the_colorizer_service(stack):
@@ -230,31 +230,54 @@ def test_a_hint_pulls_the_colour_toward_it_where_it_is_placed(stub):
     assert change[near].mean() > change[:12, :12].mean(), "the change is largest where the hint is"
 
 
-def test_concurrent_requests_are_batched_and_each_gets_its_own_result(stack, stub, generators):
+@pytest.mark.parametrize("calls", [None, 1], ids=["default", "triton-calls-1"])
+def test_concurrent_requests_are_batched_and_each_gets_its_own_result(stack, generators, calls, tmp_path):
+    """By default (a CPU) each request goes to Triton at once and Triton's dynamic batcher batches;
+    with --triton-calls 1 (what a GPU gets, two per instance) the gateway batches what waits."""
     name = "guided"
     stats = triton_grpc.InferenceServerClient(stack.ports.grpc_url)
+    gateway, address, metrics_port = None, stack.address, stack.metrics_port
+    if calls is not None:
+        port, metrics_port = triton_local.free_port(), triton_local.free_port()
+        cmd = [sys.executable, "-m", "service.gateway", "--triton-url", stack.ports.grpc_url, "--port", str(port),
+               "--metrics-port", str(metrics_port), "--triton-calls", str(calls)]  # fmt: skip
+        with open(tmp_path / "gateway.log", "wb") as log:
+            gateway = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        address = f"127.0.0.1:{port}"
+        triton_local.wait_serving(address, gateway, 60)
 
     def counts():
         s = stats.get_inference_statistics(name).model_stats[0]
         return s.inference_count, s.execution_count, s.inference_stats.success.count
 
     def gateway_batches():  # (Triton calls, requests in them) from the gateway's histogram
-        text = urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=5).read().decode()
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
         values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line[:1] != "#"}
         key = f'sketch2color_triton_batch_size_%s{{variant="{name}"}}'
         return values.get(key % "count", 0.0), values.get(key % "sum", 0.0)
 
-    jobs = [request_for(name, i) for i in range(32)]
-    inf0, exe0, calls0 = counts()
-    gw0 = gateway_batches()
-    with ThreadPoolExecutor(32) as pool:
-        responses = list(pool.map(lambda job: stub.Colorize(job[0], timeout=60), jobs))
-    inf1, exe1, calls1 = counts()
-    gw1 = gateway_batches()
+    try:
+        with grpc.insecure_channel(address) as channel:
+            stub = pb_grpc.ColorizerStub(channel)
+            jobs = [request_for(name, i) for i in range(32)]
+            inf0, exe0, calls0 = counts()
+            gw0 = gateway_batches()
+            with ThreadPoolExecutor(32) as pool:
+                responses = list(pool.map(lambda job: stub.Colorize(job[0], timeout=60), jobs))
+            inf1, exe1, calls1 = counts()
+            gw1 = gateway_batches()
+    finally:
+        if gateway is not None:
+            triton_local.stop_process(gateway)
     assert inf1 - inf0 == 32
     assert (inf1 - inf0) / (exe1 - exe0) > 1.0, f"{inf1 - inf0} inferences in {exe1 - exe0} executions: no batching"
     assert gw1[1] - gw0[1] == 32 and gw1[0] - gw0[0] == calls1 - calls0
-    assert calls1 - calls0 < 32, f"the gateway made {calls1 - calls0} Triton calls for 32 requests: it did not batch"
+    if calls is None:
+        assert calls1 - calls0 == 32, f"{calls1 - calls0} Triton calls for 32 requests: the gateway held some back"
+    else:
+        assert calls1 - calls0 < 32, (
+            f"the gateway made {calls1 - calls0} Triton calls for 32 requests: it did not batch"
+        )
     for (_, encoded), response in zip(jobs, responses):
         diff = np.abs(decode(response.image).astype(int) - expected_output(generators[name], encoded).astype(int))
         assert diff.max() <= 1

@@ -134,8 +134,8 @@ dynamic_batching {{
   preferred_batch_size: [ 8, 16, 32 ]
   max_queue_delay_microseconds: 2000
 }}
-# KIND_AUTO: a GPU instance where Triton sees one, else the CPU.
-instance_group [ {{ count: 1 kind: KIND_AUTO }} ]
+# KIND_AUTO: GPU instances where Triton sees one, else the CPU.
+instance_group [ {{ count: {wire.INSTANCES} kind: KIND_AUTO }} ]
 parameters [
 {param("hint_encoding", info.hint.value)},
 {param("description", info.description)},
