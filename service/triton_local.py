@@ -34,20 +34,33 @@ class TritonPorts:
         return f"127.0.0.1:{self.grpc}"
 
 
+_HANDED_OUT: set[int] = set()  # this process's picks: a port is free only until its user binds it
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports_distinct(1)[0]
+
+
+def free_ports_distinct(n: int) -> list[int]:
+    """n free ports, none handed out before by this process. The sockets stay bound until all n are
+    chosen (one after the other, the kernel may hand out a port it just freed), and a port picked
+    earlier whose user has not bound it yet is not picked again: two picks once gave the gateway's
+    gRPC and metrics ports the same number ("Address already in use")."""
+    with ExitStack() as stack:
+        picked: list[int] = []
+        while len(picked) < n:
+            s = stack.enter_context(socket.socket())
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            if port not in _HANDED_OUT:
+                picked.append(port)
+        _HANDED_OUT.update(picked)
+        return picked
 
 
 def free_ports() -> TritonPorts:
-    """Three distinct free ports: the sockets stay bound until all three are chosen (one after the
-    other, the kernel may hand out a port it just freed, and Triton refuses HTTP and gRPC on one)."""
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(3)]
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return TritonPorts(*(s.getsockname()[1] for s in sockets))
+    """Three distinct free ports for Triton (it refuses HTTP and gRPC on one)."""
+    return TritonPorts(*free_ports_distinct(3))
 
 
 def triton_home() -> Path:

@@ -107,3 +107,30 @@ def test_two_tritons_share_the_load_one_stopped_mid_load_costs_at_most_its_calls
             triton_local.stop_process(gateway)
         for proc, _ in tritons:
             triton_local.stop_triton(proc)
+
+
+def test_free_ports_never_hands_out_a_port_twice_even_when_the_kernel_offers_it_again(monkeypatch):
+    """Ports picked one at a time for one gateway (gRPC, then metrics) once came out equal."""
+    from service import triton_local
+
+    offers = iter([41000, 41000, 41001, 41000, 41002, 41003, 41004])
+
+    class Socket:  # the kernel offers a port again once the socket that held it is closed
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def bind(self, address):
+            self.port = next(offers)
+
+        def getsockname(self):
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(triton_local.socket, "socket", Socket)
+    monkeypatch.setattr(triton_local, "_HANDED_OUT", set())
+    picks = [triton_local.free_port(), triton_local.free_port()]
+    ports = triton_local.free_ports()
+    assert picks == [41000, 41001]
+    assert (ports.http, ports.grpc, ports.metrics) == (41002, 41003, 41004)
