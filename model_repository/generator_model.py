@@ -26,7 +26,7 @@ from contract import batch as B
 from contract import wire
 from contract.hints import HintKind
 
-DEFAULT_FORWARD_BATCH = {"CPU": 32, "GPU": 256}  # unless config.pbtxt's max_forward_batch_{cpu,gpu} says
+DEFAULT_FORWARD_BATCH = {"CPU": 16, "GPU": 256}  # unless config.pbtxt's max_forward_batch_{cpu,gpu} says
 
 
 class TritonPythonModel:
