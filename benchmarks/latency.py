@@ -33,7 +33,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -88,6 +88,17 @@ class LatencyConfig:
             duration=2.0, warmup=0.5, rounds=2, concurrency=(1, 4), batches=(1, 4), samples=8, sketches="synthetic"
         )
         return LatencyConfig(**{**base, **overrides})
+
+
+@dataclass
+class _Windows:
+    """One path's measured windows at one concurrency, summed."""
+
+    latencies: list[float] = field(default_factory=list)
+    results: list = field(default_factory=list)
+    errors: int = 0
+    first_error: str = ""
+    windows: list[tuple[Snapshot, Snapshot]] = field(default_factory=list)
 
 
 def _serialize(message) -> bytes:
@@ -183,7 +194,7 @@ async def measure_servers(
         gateway_started = False
         points = []
         for c in cfg.concurrency:
-            runs = {path: ([], [], 0, "", []) for path in sends}  # latencies, results, errors, first error, windows
+            runs = {path: _Windows() for path in sends}
             for r in range(cfg.rounds):
                 for path in ("direct", "gateway") if r % 2 == 0 else ("gateway", "direct"):
                     if path == "gateway" and not gateway_started and on_gateway_start is not None:
@@ -193,14 +204,16 @@ async def measure_servers(
                         sends[path], c, cfg.warmup, cfg.duration / cfg.rounds, snapshot
                     )
                     got = runs[path]
-                    got[0].extend(latencies)
-                    got[1].extend(results)
-                    runs[path] = (got[0], got[1], got[2] + errors, got[3] or first_error, [*got[4], (before, after)])
-            for path, (latencies, results, errors, first_error, windows) in runs.items():
-                point = Point(**summarize(path, c, latencies, errors, windows), first_error=first_error)
-                if results and path == "gateway":
+                    got.latencies += latencies
+                    got.results += results
+                    got.errors += errors
+                    got.first_error = got.first_error or first_error
+                    got.windows.append((before, after))
+            for path, got in runs.items():
+                point = Point(**summarize(path, c, got.latencies, got.errors, got.windows), first_error=got.first_error)
+                if got.results and path == "gateway":
                     point.server_ms = {
-                        k: float(np.mean([getattr(t, k) for t in results]))
+                        k: float(np.mean([getattr(t, k) for t in got.results]))
                         for k in ("decode_ms", "triton_ms", "encode_ms", "total_ms")
                     }
                 print(format_point(point), file=sys.stderr)
@@ -272,8 +285,11 @@ def run(cfg: LatencyConfig, argv: list[str] | None = None) -> LatencyResults:
         raise SystemExit(f"{weights} not found: export the variant first (python -m training.export ...)")
     cfg.out.mkdir(parents=True, exist_ok=True)
     machine = machine_description()
-    threads = cfg.threads or "torch's default"
-    machine["torch threads in this benchmark"] = f"{threads} in-process and in Triton's backend stubs"
+    machine["torch threads in this benchmark"] = (
+        f"{cfg.threads} in-process and per Triton instance"
+        if cfg.threads
+        else "torch's default in-process; in Triton each CPU instance its share of the cores (generator_model.py)"
+    )
     samples = make_samples(cfg.sketches, cfg.samples, cfg.seed)
     profile_raw = cfg.out / "gateway_profile.txt"
     profile_raw.unlink(missing_ok=True)

@@ -30,6 +30,18 @@ DEFAULT_VARIANT = "guided"
 # OpenMP barrier stalls when the gateway takes a core for a moment: 142 vs 110 img/s direct at
 # c=16 on 2 cores); on a GPU one instance prepares its batch while the other computes.
 INSTANCES = 2
+
+
+def instances(config: dict) -> tuple[int, bool]:
+    """(instances of a model one Triton runs, on GPUs?) from Triton's config of the loaded model
+    (JSON), where KIND_AUTO is resolved; a GPU group runs `count` on each of its GPUs."""
+    groups = config.get("instance_group") or [{"kind": "KIND_CPU", "count": 1}]
+    gpu = any(g.get("kind") == "KIND_GPU" for g in groups)
+    count = sum(int(g.get("count", 1)) * (max(1, len(g.get("gpus", []))) if g.get("kind") == "KIND_GPU" else 1)
+                for g in groups)  # fmt: skip
+    return max(1, count), gpu
+
+
 MAX_HINTS = 512  # rows of the hints table: the most hints one request can carry
 
 SKETCH, HINTS, COLOR_HINT, IMAGE = "sketch", "hints", "color_hint", "image"

@@ -96,12 +96,13 @@ class Batcher:
         except asyncio.CancelledError:
             self._cancel(items)
             raise
-        for row, i in zip(out if error is None else [None] * len(items), items):
-            if not i.result.done():
-                if error is None:
-                    i.result.set_result(row)
-                else:
-                    i.result.set_exception(error)
+        for k, i in enumerate(items):
+            if i.result.done():  # its caller went away
+                continue
+            if error is None:
+                i.result.set_result(out[k])
+            else:
+                i.result.set_exception(error)
 
     @staticmethod
     def _cancel(items: list[_Item]) -> None:

@@ -48,25 +48,17 @@ async def discover(triton) -> dict[str, VariantInfo]:
             log.warning("%s: its inputs/outputs are not contract.wire's for %s hints: re-export it; not served",
                         name, hint.value)  # fmt: skip
             continue
+        count, gpu = wire.instances(cfg)
         variants[name] = VariantInfo(
             name=name,
             hint=hint,
             description=params.get("description", ""),
             version=f"{model.get('version', '1')}+{params.get('weights_sha256', '')}".rstrip("+"),
             max_batch=max(1, int(cfg.get("max_batch_size", 1))),
-            **instances(cfg),
+            instances=count,
+            gpu=gpu,
         )
     return variants
-
-
-def instances(config: dict) -> dict:
-    """How many instances of a model one Triton runs, and whether on GPUs (Triton's config of a
-    loaded model names the kind KIND_AUTO resolved to; a GPU group runs `count` on each GPU)."""
-    groups = config.get("instance_group") or [{"kind": "KIND_CPU", "count": 1}]
-    gpu = any(g.get("kind") == "KIND_GPU" for g in groups)
-    count = sum(int(g.get("count", 1)) * (max(1, len(g.get("gpus", []))) if g.get("kind") == "KIND_GPU" else 1)
-                for g in groups)  # fmt: skip
-    return {"instances": max(1, count), "gpu": gpu}
 
 
 def speaks_wire(config: dict, hint: HintKind) -> bool:

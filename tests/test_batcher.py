@@ -196,14 +196,14 @@ def test_calls_in_flight_default_to_no_cap_on_a_cpu_and_two_per_gpu_instance_per
     from types import SimpleNamespace
 
     from contract.hints import HintKind
+    from contract.wire import instances
     from service import gateway
     from service.settings import GatewayConfig
-    from service.variants import VariantInfo, instances
+    from service.variants import VariantInfo
 
-    assert instances({}) == {"instances": 1, "gpu": False}
-    assert instances({"instance_group": [{"kind": "KIND_CPU", "count": 2}]}) == {"instances": 2, "gpu": False}
-    assert instances({"instance_group": [{"kind": "KIND_GPU", "count": 2, "gpus": [0, 1]}]}) == {
-        "instances": 4, "gpu": True}  # fmt: skip
+    assert instances({}) == (1, False)
+    assert instances({"instance_group": [{"kind": "KIND_CPU", "count": 2}]}) == (2, False)
+    assert instances({"instance_group": [{"kind": "KIND_GPU", "count": 2, "gpus": [0, 1]}]}) == (4, True)
 
     def calls(config: GatewayConfig, ready: int, **variant) -> int:
         c = gateway.Colorizer(config)
