@@ -20,6 +20,7 @@ import numpy as np
 
 # (variant, {input name: (B, ...) array}, timeout s or None) -> (B, ...) output
 Call = Callable[[str, dict[str, np.ndarray], "float | None"], Awaitable[np.ndarray]]
+UNCAPPED = 1 << 30  # calls(variant) for "no cap": each request is its own call, sent at once
 
 
 @dataclass
@@ -46,6 +47,9 @@ class Batcher:
 
     async def submit(self, variant: str, inputs: dict[str, np.ndarray], timeout: float | None) -> np.ndarray:
         """One request's inputs (no batch axis) -> its output (no batch axis)."""
+        if self.calls(variant) >= UNCAPPED:  # no queue, no task of its own: ~0.05 CPU ms less per request
+            self.on_batch(variant, 1)
+            return (await self.call(variant, {name: x[None] for name, x in inputs.items()}, timeout))[0]
         loop = asyncio.get_running_loop()
         item = _Item(inputs, None if timeout is None else loop.time() + timeout, loop.create_future())
         lane = self.lanes.setdefault(variant, _Lane())

@@ -20,14 +20,13 @@ import prometheus_client as prom
 import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from tritonclient.grpc import InferInput, InferRequestedOutput
-from tritonclient.utils import InferenceServerException
+from tritonclient.grpc import service_pb2
 
 from contract import wire
 from contract.hints import MODEL_SIZE
 from service import imaging, security
 from service.api import SERVICE_NAME, pb, pb_grpc
-from service.batcher import Batcher
+from service.batcher import UNCAPPED, Batcher
 from service.imaging import Frame, RequestError, invalid
 from service.inputs import OUTPUT_FORMAT_NAMES, Undecodable, check_output_fields, encode_request, lenient
 from service.metrics import Metrics
@@ -43,7 +42,6 @@ log = logging.getLogger("sketch2color.gateway")
 DRAIN_SETTLE_S = 0.25  # after the last accepted call: calls in transit get the servicer's UNAVAILABLE
 INLINE_MAX_BYTES = 64 << 10  # sketch + colour hint, as sent
 INLINE_MAX_PIXELS = 256 * 256  # the answer, at the sketch's size
-NO_CAP = 1 << 30  # Triton calls in flight: as many as requests (max_in_flight bounds those)
 
 
 class Colorizer(pb_grpc.ColorizerServicer):
@@ -74,8 +72,8 @@ class Colorizer(pb_grpc.ColorizerServicer):
             ready_endpoints = await self.triton.refresh()
             ready, variants = bool(ready_endpoints), {}
             if ready:  # every Triton serves the same model repository: ask one of them what it holds
-                variants = await discover(ready_endpoints[0].client)
-        except (InferenceServerException, grpc.RpcError, KeyError, ValueError) as e:
+                variants = await discover(ready_endpoints[0].stub)
+        except (grpc.RpcError, KeyError, ValueError) as e:
             log.debug("Triton not ready: %s", e)
             ready, variants = False, {}
         if number < self._applied:  # a slow answer (a timeout under load) from before a newer one: stale
@@ -141,7 +139,7 @@ class Colorizer(pb_grpc.ColorizerServicer):
         if self.config.triton_calls:
             per_triton = self.config.triton_calls
         elif v is not None and not v.gpu:
-            return NO_CAP
+            return UNCAPPED  # as many as requests (max_in_flight bounds those)
         else:
             per_triton = 2 * (v.instances if v else 1)
         return per_triton * max(1, self.triton.ready_count)
@@ -311,16 +309,17 @@ class Colorizer(pb_grpc.ColorizerServicer):
 
     async def triton_call(self, name: str, batch: dict[str, np.ndarray], timeout: float | None) -> np.ndarray:
         """One Triton call with a batch of wire inputs (B, ...) -> images (B, 128, 128, 3) uint8."""
-        tensors = []
+        request = service_pb2.ModelInferRequest(model_name=name)
         for input_name, array in batch.items():
-            tensor = InferInput(input_name, list(array.shape), "UINT8")
-            tensor.set_data_from_numpy(array)
-            tensors.append(tensor)
+            request.inputs.add(name=input_name, datatype="UINT8", shape=array.shape)
+            request.raw_input_contents.append(array.tobytes())
+        request.outputs.add(name=wire.IMAGE)
         try:
-            result = await self.triton.infer(name, tensors, [InferRequestedOutput(wire.IMAGE)], timeout)
-        except InferenceServerException as e:
+            response = await self.triton.infer(request, timeout)
+        except grpc.RpcError as e:
             raise triton_error(e, name) from None
-        return result.as_numpy(wire.IMAGE)
+        # The one output asked for; its dtype and dims were checked against contract.wire at discovery.
+        return np.frombuffer(response.raw_output_contents[0], np.uint8).reshape(response.outputs[0].shape)
 
     def finish(self, request, color: np.ndarray, frame: Frame, sketch: np.ndarray) -> tuple[bytes, str, int, int]:
         """Model output (128, 128, 3) uint8 -> encoded image, at model size or at the sketch's own with crisp lines."""

@@ -7,6 +7,7 @@ event loop. Failures are `RequestError`s that carry the gRPC status the caller s
 from __future__ import annotations
 
 import io
+import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import cv2
 import grpc
 import numpy as np
+from isal import isal_zlib
 from PIL import Image, UnidentifiedImageError
 
 from contract.hints import DEFAULT_POINT_SIZE, MODEL_SIZE, POINT_SIZE_RANGE, PointHint
@@ -175,9 +177,11 @@ def _png_chunk(tag: bytes, data: bytes) -> bytes:
 
 
 def encode_png(rgb: np.ndarray) -> bytes:
-    """(H, W, 3) uint8 -> PNG: every row with the Up filter, zlib level 1. Pillow tries each PNG
-    filter on every row; that search was a third of the gateway's CPU at 128x128, and one fixed
-    filter compresses these smooth colourings as well (within 3 %) at a quarter of the time."""
+    """(H, W, 3) uint8 -> PNG: every row with the Up filter, deflated by ISA-L at level 1.
+
+    Pillow tries each PNG filter on every row, and zlib's deflate even at level 1 took 0.4 ms of
+    the gateway's ~2 CPU ms per request on a generator's 128x128 answer; ISA-L writes the same
+    zlib stream format in 0.12 ms, and a little smaller (12.8 vs 13.5 KB on the benchmark's answers)."""
     height, width, _ = rgb.shape
     flat = rgb.reshape(height, 3 * width)
     rows = np.empty((height, 3 * width + 1), np.uint8)
@@ -185,7 +189,7 @@ def encode_png(rgb: np.ndarray) -> bytes:
     rows[0, 1:] = flat[0]
     np.subtract(flat[1:], flat[:-1], out=rows[1:, 1:])  # uint8 wraps modulo 256, as PNG's filters do
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, deflate, no interlace
-    return (PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 1))
+    return (PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", isal_zlib.compress(rows.tobytes(), 1))
             + _png_chunk(b"IEND", b""))  # fmt: skip
 
 
@@ -210,7 +214,7 @@ def grid_points(hints: list[RawHint], frame: Frame, limits: Limits) -> list[Poin
         raise invalid(f"{len(hints)} hints; at most {limits.max_hints} are accepted")
     points = []
     for i, h in enumerate(hints):
-        if not all(np.isfinite([h.x, h.y])):
+        if not (math.isfinite(h.x) and math.isfinite(h.y)):  # math, not numpy: 20x faster per hint
             raise invalid(f"hints[{i}]: position ({h.x}, {h.y}) is not finite")
         if h.normalized:
             if not (0 <= h.x <= 1 and 0 <= h.y <= 1):

@@ -7,7 +7,8 @@ import logging
 from dataclasses import dataclass
 
 import grpc
-from tritonclient.utils import InferenceServerException
+from google.protobuf.json_format import MessageToDict
+from tritonclient.grpc import service_pb2
 
 from contract import wire
 from contract.hints import HintKind
@@ -31,15 +32,20 @@ class VariantInfo:
     ready: bool = True
 
 
-async def discover(triton) -> dict[str, VariantInfo]:
-    """The READY generators in one Triton's repository (an aio tritonclient) that speak `contract.wire`."""
+def as_dict(message) -> dict:
+    """A Triton answer as the JSON Triton's own tools print (proto field names; int64 as strings)."""
+    return MessageToDict(message, preserving_proto_field_name=True)
+
+
+async def discover(stub) -> dict[str, VariantInfo]:
+    """The READY generators in one Triton's repository (a GRPCInferenceService stub) that speak `contract.wire`."""
     variants = {}
-    index = await triton.get_model_repository_index(as_json=True, client_timeout=2)
+    index = as_dict(await stub.RepositoryIndex(service_pb2.RepositoryIndexRequest(), timeout=2))
     for model in index.get("models", []):
         name = model["name"]
         if model.get("state") != "READY":
             continue
-        cfg = (await triton.get_model_config(name, as_json=True, client_timeout=2))["config"]
+        cfg = as_dict((await stub.ModelConfig(service_pb2.ModelConfigRequest(name=name), timeout=2)).config)
         params = {k: v["string_value"] for k, v in cfg.get("parameters", {}).items()}
         if "hint_encoding" not in params:
             continue  # not a generator
@@ -74,14 +80,13 @@ def accepts(variant: VariantInfo) -> str:
     return "it accepts " + (", ".join(kinds) if kinds else "the sketch alone")
 
 
-def triton_error(e: InferenceServerException, variant: str) -> RequestError:
+def triton_error(e: grpc.RpcError, variant: str) -> RequestError:
     """A failed inference as the caller's status: a deadline stays a deadline, Triton down is retryable."""
-    status = str(e.status() or "")
-    message = e.message() or str(e)
-    if "DEADLINE_EXCEEDED" in status or "Deadline" in message:
+    code, message = e.code(), e.details() or ""
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED or "Deadline" in message:
         return RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, f"the deadline passed during inference on {variant!r}")
-    if "UNAVAILABLE" in status or "failed to connect" in message.lower():
+    if code is grpc.StatusCode.UNAVAILABLE or "failed to connect" in message.lower():
         return RequestError(grpc.StatusCode.UNAVAILABLE, f"Triton is unavailable: {message}")
-    if "INVALID_ARGUMENT" in status:
+    if code is grpc.StatusCode.INVALID_ARGUMENT:
         return RequestError(grpc.StatusCode.INTERNAL, f"Triton refused the encoded input for {variant!r}: {message}")
-    return RequestError(grpc.StatusCode.UNAVAILABLE, f"Triton failed on {variant!r}: {status} {message}")
+    return RequestError(grpc.StatusCode.UNAVAILABLE, f"Triton failed on {variant!r}: {code.name} {message}")

@@ -9,7 +9,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from service.batcher import Batcher
+from service.batcher import UNCAPPED, Batcher
 
 
 class Script:
@@ -54,6 +54,21 @@ def test_an_idle_batcher_sends_a_lone_request_at_once():
         return await task
 
     assert (run(main()) == 6).all()
+
+
+def test_uncapped_every_request_is_its_own_call_sent_at_once_and_counted_as_a_batch_of_one():
+    async def main():
+        script, sizes = Script(), []
+        batcher = Batcher(script, calls=lambda variant: UNCAPPED, max_batch=lambda variant: 8,
+                          on_batch=lambda variant, size: sizes.append(size))  # fmt: skip
+        tasks = [asyncio.create_task(batcher.submit("m", item(i), 2.0)) for i in range(5)]
+        await asyncio.sleep(0)
+        assert [b.shape[0] for b in script.batches] == [1] * 5  # all in flight, none waited for another
+        assert script.timeouts == [2.0] * 5 and sizes == [1] * 5 and not batcher.tasks
+        script.release.set()
+        return await asyncio.gather(*tasks)
+
+    assert [int(r[0, 0]) for r in run(main())] == [1, 2, 3, 4, 5]
 
 
 def test_requests_that_wait_on_a_busy_call_go_as_one_batch_in_order_and_get_their_own_rows():
@@ -212,7 +227,7 @@ def test_calls_in_flight_default_to_no_cap_on_a_cpu_and_two_per_gpu_instance_per
         c.triton = SimpleNamespace(ready_count=ready)
         return c.calls_for("v")
 
-    assert calls(GatewayConfig(), 1) >= GatewayConfig().max_in_flight  # every request goes at once
+    assert calls(GatewayConfig(), 1) == UNCAPPED  # every request goes at once
     assert calls(GatewayConfig(), 3, gpu=True, instances=2) == 12
     assert calls(GatewayConfig(), 2, gpu=True) == 4
     assert calls(GatewayConfig(triton_calls=3), 2) == 6  # the setting wins

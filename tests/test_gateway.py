@@ -121,16 +121,13 @@ def test_list_variants_reports_every_exported_variant_with_its_hint_kinds(stub):
 
 def test_the_gateway_learns_each_variants_instances_from_triton(stack):
     """KIND_AUTO resolves to the CPU here, to the GPU on a GPU box (the calls in flight follow: calls_for)."""
-    from tritonclient.grpc import aio as triton_aio
+    from tritonclient.grpc import service_pb2_grpc
 
     from service.variants import discover
 
     async def main():
-        client = triton_aio.InferenceServerClient(stack.ports.grpc_url)
-        try:
-            return await discover(client)
-        finally:
-            await client.close()
+        async with grpc.aio.insecure_channel(stack.ports.grpc_url) as channel:
+            return await discover(service_pb2_grpc.GRPCInferenceServiceStub(channel))
 
     found = asyncio.run(main())
     assert set(found) == set(VARIANTS)

@@ -34,7 +34,7 @@ class ScriptedPool:
         ready, gate = self.answers.pop(0)
         if gate is not None:
             await gate.wait()
-        return [Endpoint("t:1", client=None, ready=True)] if ready else []
+        return [Endpoint("t:1", stub=None, ready=True)] if ready else []
 
 
 @pytest.fixture
@@ -81,11 +81,11 @@ def test_a_call_that_finds_the_gateway_not_serving_asks_triton_once_for_all_who_
     assert codes == [grpc.StatusCode.NOT_FOUND] * 3 and refreshes == 3
 
 
-class SlowClient:
-    """A tritonclient whose ServerReady answers (ready?, after seconds) from a list."""
+class SlowStub:
+    """A Triton stub whose ServerReady answers (ready?, after seconds) from a list."""
 
     def __init__(self, answers: list[tuple[bool, float]]):
-        self.answers, self._client_stub = answers, self
+        self.answers = answers
 
     async def ServerReady(self, request, timeout, wait_for_ready):
         ready, delay = self.answers.pop(0)
@@ -96,7 +96,7 @@ class SlowClient:
 def test_an_endpoint_check_that_ends_after_a_newer_one_does_not_undo_it():
     async def main():
         pool = TritonPool("t:1", prom.CollectorRegistry())
-        ep = pool.endpoints["t:1"] = Endpoint("t:1", client=SlowClient([(False, 0.2), (True, 0.0)]))
+        ep = pool.endpoints["t:1"] = Endpoint("t:1", stub=SlowStub([(False, 0.2), (True, 0.0)]))
         slow = asyncio.create_task(pool._check(ep))
         await asyncio.sleep(0.01)
         await pool._check(ep)

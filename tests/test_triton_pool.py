@@ -26,7 +26,7 @@ from .test_gateway import request_for
 def pool_with(*states: tuple[str, bool, int]) -> TritonPool:
     pool = TritonPool(",".join(s[0] for s in states), prom.CollectorRegistry())
     for url, ready, in_flight in states:
-        pool.endpoints[url] = Endpoint(url, client=None, ready=ready, in_flight=in_flight)
+        pool.endpoints[url] = Endpoint(url, stub=None, ready=ready, in_flight=in_flight)
     return pool
 
 
