@@ -69,7 +69,7 @@ def encode_request(request, hint: HintKind, limits: Limits) -> tuple[dict[str, n
     frame = Frame.fit(*opened.size)  # the sketch's own size: hint positions and the answer's size refer to it
     if request.output_size == pb.OUTPUT_SIZE_MODEL:
         imaging.draft_for_grid(opened)  # only the 128-px grid is needed
-    sketch = imaging.to_gray(imaging.pixels(opened, "sketch"))
+    sketch = imaging.gray_pixels(opened, "sketch")
     color = None
     if request.color_hint:
         rough = imaging.decode_image(request.color_hint, "color_hint", limits)

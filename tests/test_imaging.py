@@ -53,8 +53,8 @@ def test_a_large_jpeg_for_a_model_size_answer_is_decoded_at_reduced_scale_onto_t
         drawing[r : r + 12, c : c + rng.integers(50, 400)] = 0
     data = jpeg(Image.fromarray(drawing), quality=90)
     decoded = []
-    pixels = imaging.pixels
-    monkeypatch.setattr(imaging, "pixels", lambda im, what: decoded.append(im.size) or pixels(im, what))
+    load = imaging._load
+    monkeypatch.setattr(imaging, "_load", lambda im, what: decoded.append(im.size) or load(im, what))
     grids = {}
     for size in (pb.OUTPUT_SIZE_MODEL, pb.OUTPUT_SIZE_SKETCH):
         tensors, frame, _ = encode_request(pb.ColorizeRequest(sketch=data, output_size=size), "none", Limits())
@@ -62,6 +62,21 @@ def test_a_large_jpeg_for_a_model_size_answer_is_decoded_at_reduced_scale_onto_t
         assert (frame.width, frame.height) == (2000, 1500)  # hints and the answer still refer to the full size
     assert decoded == [(250, 188), (2000, 1500)]  # 1/8 scale, still more than the 128-px grid
     assert np.abs(grids[pb.OUTPUT_SIZE_MODEL] - grids[pb.OUTPUT_SIZE_SKETCH]).mean() < 3
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA", "P", "I;16"])
+def test_a_sketchs_gray_pixels_are_the_gray_of_its_rgb_pixels_in_every_mode(mode):
+    from service import imaging
+
+    rng = np.random.default_rng(1)
+    rgba = rng.integers(0, 256, (37, 53, 4), dtype=np.uint8)
+    im = Image.fromarray(rgba, "RGBA").convert(mode) if mode != "I;16" else Image.fromarray(rgba[:, :, 0] * 257)
+    data = io.BytesIO()
+    im.save(data, format="PNG")
+    opened = [imaging.open_image(data.getvalue(), "sketch", Limits()) for _ in range(2)]
+    gray = imaging.gray_pixels(opened[0], "sketch")
+    assert gray.shape == (37, 53) and gray.dtype == np.uint8
+    np.testing.assert_array_equal(gray, imaging.to_gray(imaging.pixels(opened[1], "sketch")))
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 7), (5, 1), (128, 128), (97, 203)])
