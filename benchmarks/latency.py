@@ -56,6 +56,7 @@ from contract import hints as H
 from contract import wire
 from service.api import SERVICE_NAME, pb
 from service.triton_local import Stack, serving_stack
+from service.triton_pool import infer_request, the_output
 from service.variants import HINT_KINDS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,19 +154,17 @@ async def measure_servers(
             return Snapshot(t, cpu, await triton_counters(statistics, cfg.variant))
 
         # Direct: ModelInferRequests with the compact inputs, serialised once.
-        direct_requests = []
-        for s in samples:
-            r = service_pb2.ModelInferRequest(model_name=cfg.variant)
-            for name, x in wire_sample(s, kind).items():
-                r.inputs.add(name=name, datatype="UINT8", shape=(1, *x.shape))
-                r.raw_input_contents.append(x.tobytes())
-            r.outputs.add(name=model["output"])
-            direct_requests.append(r.SerializeToString())
+        direct_requests = [
+            infer_request(
+                cfg.variant, {name: x[None] for name, x in wire_sample(s, kind).items()}, model["output"]
+            ).SerializeToString()
+            for s in samples
+        ]
         infer = triton_rpc(triton_channel, "ModelInfer", service_pb2.ModelInferResponse)
 
         async def send_direct(i: int) -> None:
             response = await infer(direct_requests[i % len(direct_requests)], timeout=CALL_TIMEOUT_S)
-            np.frombuffer(response.raw_output_contents[0], np.uint8)  # what a client would read
+            the_output(response)  # what a client would read
 
         # Gateway: Colorize requests with PNG bytes, serialised once.
         hints = HINT_KINDS[kind]

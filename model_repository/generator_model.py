@@ -26,8 +26,6 @@ from contract import batch as B
 from contract import wire
 from contract.hints import HintKind
 
-DEFAULT_FORWARD_BATCH = {"CPU": 16, "GPU": 256}  # unless config.pbtxt's max_forward_batch_{cpu,gpu} says
-
 
 class TritonPythonModel:
     def initialize(self, args):
@@ -42,7 +40,7 @@ class TritonPythonModel:
         (out,) = config["output"]
         self.output_name = out["name"]
         kind = "GPU" if args["model_instance_kind"] == "GPU" else "CPU"
-        self.forward_batch = int(params.get(f"max_forward_batch_{kind.lower()}", DEFAULT_FORWARD_BATCH[kind]))
+        self.forward_batch = int(params.get(f"max_forward_batch_{kind.lower()}", wire.FORWARD_BATCH[kind.lower()]))
         if kind == "GPU":
             self.device = torch.device(f"cuda:{args['model_instance_device_id']}")
             self.dtype, self.memory_format = torch.float16, torch.channels_last

@@ -20,7 +20,6 @@ import prometheus_client as prom
 import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from tritonclient.grpc import service_pb2
 
 from contract import wire
 from contract.hints import MODEL_SIZE
@@ -31,7 +30,7 @@ from service.imaging import Frame, RequestError, invalid
 from service.inputs import OUTPUT_FORMAT_NAMES, Undecodable, check_output_fields, encode_request, lenient
 from service.metrics import Metrics
 from service.settings import GatewayConfig, config_from_args, setup_logging
-from service.triton_pool import TritonPool
+from service.triton_pool import TritonPool, infer_request, the_output
 from service.variants import HINT_KINDS, VariantInfo, accepts, discover, triton_error
 
 log = logging.getLogger("sketch2color.gateway")
@@ -309,17 +308,11 @@ class Colorizer(pb_grpc.ColorizerServicer):
 
     async def triton_call(self, name: str, batch: dict[str, np.ndarray], timeout: float | None) -> np.ndarray:
         """One Triton call with a batch of wire inputs (B, ...) -> images (B, 128, 128, 3) uint8."""
-        request = service_pb2.ModelInferRequest(model_name=name)
-        for input_name, array in batch.items():
-            request.inputs.add(name=input_name, datatype="UINT8", shape=array.shape)
-            request.raw_input_contents.append(array.tobytes())
-        request.outputs.add(name=wire.IMAGE)
         try:
-            response = await self.triton.infer(request, timeout)
+            response = await self.triton.infer(infer_request(name, batch, wire.IMAGE), timeout)
         except grpc.RpcError as e:
             raise triton_error(e, name) from None
-        # The one output asked for; its dtype and dims were checked against contract.wire at discovery.
-        return np.frombuffer(response.raw_output_contents[0], np.uint8).reshape(response.outputs[0].shape)
+        return the_output(response)  # its dtype and dims were checked against contract.wire at discovery
 
     def finish(self, request, color: np.ndarray, frame: Frame, sketch: np.ndarray) -> tuple[bytes, str, int, int]:
         """Model output (128, 128, 3) uint8 -> encoded image, at model size or at the sketch's own with crisp lines."""

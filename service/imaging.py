@@ -1,7 +1,8 @@
 """Request images in and out: decode and validate, fit to the model grid, map hints, finish.
 
-Everything here is synchronous and CPU-bound: the gateway runs it in a thread pool, off the
-event loop. Failures are `RequestError`s that carry the gRPC status the caller should see.
+Everything here is synchronous and CPU-bound: the gateway runs it on the event loop for small
+images (a thread hop cost more than the work) and in its thread pool for large ones (see
+INLINE_MAX_BYTES in gateway.py). Failures are `RequestError`s that carry the gRPC status the caller should see.
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ def encode_request(request, hint: HintKind, limits: Limits) -> tuple[dict[str, n
     """Decode and validate a request and fit it onto the model grid.
 
     -> (the `contract.wire` tensors by name, the sketch's frame on the model grid, sketch gray).
-    CPU-bound: the gateway runs it in a worker thread.
+    CPU-bound: the gateway runs it in a worker thread unless the request is small.
     """
     if request.output_format == pb.IMAGE_FORMAT_WEBP and request.output_size != pb.OUTPUT_SIZE_MODEL:
         # The answer has the sketch's size: refuse a sketch WebP cannot hold before decoding it.

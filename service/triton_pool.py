@@ -21,6 +21,7 @@ import socket
 from dataclasses import dataclass
 
 import grpc
+import numpy as np
 import prometheus_client as prom
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
@@ -40,6 +41,21 @@ CHANNEL_ARGS = [
 # outage get UNAVAILABLE without delay.
 READY_WAIT_S = 2.0
 assert READY_WAIT_S > 1.2 * MAX_BACKOFF_MS / 1000
+
+
+def infer_request(model: str, tensors: dict[str, np.ndarray], output: str) -> service_pb2.ModelInferRequest:
+    """A Triton inference request: uint8 tensors by name (batch axis included), one output asked for."""
+    request = service_pb2.ModelInferRequest(model_name=model)
+    for name, array in tensors.items():
+        request.inputs.add(name=name, datatype="UINT8", shape=array.shape)
+        request.raw_input_contents.append(array.tobytes())
+    request.outputs.add(name=output)
+    return request
+
+
+def the_output(response: service_pb2.ModelInferResponse) -> np.ndarray:
+    """The one uint8 output an `infer_request` asked for (read-only, no copy)."""
+    return np.frombuffer(response.raw_output_contents[0], np.uint8).reshape(response.outputs[0].shape)
 
 
 def endpoint_failed(e: grpc.RpcError) -> bool:

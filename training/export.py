@@ -28,8 +28,6 @@ from training.networks import UNet, UNetConfig
 
 SHARED_MODEL_PY = "generator_model.py"
 MAX_BATCH = 256  # Triton's dynamic batches and the exported program's batch dimension
-FORWARD_BATCH = {"cpu": 16, "gpu": 256}  # the most one forward pass takes, per instance kind (CPU: 16 was the
-# fastest per image in-process on 2 cores, 32 took 2.7x as long, and the gateway's p99 at c=64 fell 1285 -> 886 ms)
 
 
 @dataclass(frozen=True)
@@ -141,8 +139,8 @@ parameters [
 {param("hint_encoding", info.hint.value)},
 {param("description", info.description)},
 {param("weights_sha256", info.sha256[:16])},
-{param("max_forward_batch_cpu", str(FORWARD_BATCH["cpu"]))},
-{param("max_forward_batch_gpu", str(FORWARD_BATCH["gpu"]))},
+{param("max_forward_batch_cpu", str(wire.FORWARD_BATCH["cpu"]))},
+{param("max_forward_batch_gpu", str(wire.FORWARD_BATCH["gpu"]))},
 {param("trained", json.dumps(trained, sort_keys=True))}
 ]
 model_warmup [
