@@ -48,6 +48,8 @@ lint: setup
 # OpenMoji (npm pack, ~10 s) and the illustrations (apt-get download + npm pack, ~830 MB of
 # packages, ~6 min): the `mix` the shipped weights are trained on. Cached under data/.
 data: setup
+	@command -v rsvg-convert > /dev/null || apt-get install -y -q librsvg2-bin > /dev/null || \
+	  (apt-get update -q && apt-get install -y -q librsvg2-bin) > /dev/null
 	$(BIN)/python -m training.data prepare-openmoji
 	$(BIN)/python -m training.data prepare-illustrations
 

@@ -125,3 +125,24 @@ def test_device_names_resolve_to_an_indexed_device(name, local_rank, cuda_availa
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda_available)
 
     assert resolve_device(name, local_rank) == torch.device(expected)
+
+
+def test_recolouring_repaints_the_first_hints_region_and_nothing_else(pairs):
+    maker = BatchMaker(pairs, VARIANTS["guided"], torch.device("cpu"), recolour=1.0)
+    plain = BatchMaker(pairs, VARIANTS["guided"], torch.device("cpu"))
+    idx = np.arange(16)
+    batch = maker(idx, batch_generator(0, 3, 0, torch.device("cpu")))
+    before = plain(idx, batch_generator(0, 3, 0, torch.device("cpu")))  # the same flips and hint positions
+
+    changed = (batch.targets != before.targets).any(1)  # (B, H, W)
+    hinted = batch.points.valid[:, 0]
+    assert hinted.sum() >= 8 and changed[hinted].flatten(1).any(1).all()
+    assert not changed[~hinted].any()  # no hint: the target is left alone
+    for b in np.flatnonzero(hinted.numpy()):
+        labels = H.fill_labels(np.ascontiguousarray(pairs[b][0][:, ::-1] if before.flips[b] else pairs[b][0]))
+        region = abs(labels[batch.points.rows[b, 0], batch.points.cols[b, 0]])
+        assert not changed[b][torch.from_numpy(labels != region)].any()  # only the first hint's region moved
+    # the hints the network is shown are coloured from the repainted target, as encoded
+    targets_u8 = torch.round((batch.targets + 1) * 127.5).to(torch.uint8)
+    assert torch.equal(batch.points.rgb, HB.hint_colours(targets_u8, batch.points))
+    assert np.array_equal(batch.inputs.numpy(), reference_inputs(pairs, VARIANTS["guided"], idx, batch))

@@ -41,9 +41,10 @@ class BatchMaker:
     """`maker(indices, generator) -> Batch` for one variant, on one device."""
 
     def __init__(self, dataset: Sequence, variant: Variant, device: torch.device, *, flip: bool = True,
-                 region_share: float = 0.5):  # fmt: skip
+                 region_share: float = 0.5, recolour: float = 0.0):  # fmt: skip
         sketches, colors = as_arrays(dataset)
         self.kind, self.device, self.flip, self.region_share = variant.hint, device, flip, region_share
+        self.recolour = recolour
         self.sketches = torch.from_numpy(sketches).to(device)  # (N, 128, 128) uint8
         self.colors = torch.from_numpy(colors).permute(0, 3, 1, 2).contiguous().to(device)  # (N, 3, 128, 128) uint8
         if self.kind is H.HintKind.POINTS:
@@ -68,7 +69,10 @@ class BatchMaker:
         points = None
         if self.kind is H.HintKind.POINTS:
             points = HB.sample_points(color, sk, generator, self.region_share)
-            inputs = HB.encode_points(sk, mirror(self.labels[idx], flips), points)
+            labels = mirror(self.labels[idx], flips)
+            if self.recolour:
+                color, points = recolour_region(color, labels, points, generator, self.recolour)
+            inputs = HB.encode_points(sk, labels, points)
         elif self.kind is H.HintKind.NONE:
             inputs = HB.unit(sk)[:, None].expand(b, 3, *sk.shape[1:]).contiguous()
         else:
@@ -77,6 +81,32 @@ class BatchMaker:
                 dense = 0.5 * (sk[:, None].float() + dense)  # the same float32 steps as `hints.encode`
             inputs = dense / 127.5 - 1.0
         return Batch(inputs, HB.unit(color), flips, points)
+
+
+def recolour_region(colors: torch.Tensor, labels: torch.Tensor, points: HB.PointBatch, generator: torch.Generator,
+                    share: float) -> tuple[torch.Tensor, HB.PointBatch]:  # fmt: skip
+    """For a `share` of the images with hints: the region under the first hint repainted, in the
+    target too, by a random colour shift, and every hint recoloured from the new target.
+
+    In the data a hint's colour always agrees with the whole picture's palette, so a network can
+    learn "blue hint: blue picture". Here the hint is the only thing that says the region changed,
+    and everything outside it must stay as it was: the training signal for hints that stay put.
+    colors: (B, 3, H, W) uint8; labels: (B, H, W) `hints.fill_labels` of each sketch.
+    """
+    b, device = colors.shape[0], colors.device
+    chosen = points.valid[:, 0] & (torch.rand(b, device=device, generator=generator) < share) if points.valid.shape[1] \
+        else torch.zeros(b, dtype=torch.bool, device=device)  # fmt: skip
+    if not chosen.any():
+        return colors, points
+    flat = labels.long().reshape(b, -1)
+    at = points.rows[:, 0].clamp(0, HB.SIZE - 1) * HB.SIZE + points.cols[:, 0].clamp(0, HB.SIZE - 1)
+    region = flat.gather(1, at[:, None]).abs()  # (B, 1)
+    inside = ((flat == region) & chosen[:, None]).reshape(b, 1, *colors.shape[2:])
+    new = torch.randint(0, 256, (b, 3), device=device, generator=generator)
+    shift = (new - points.rgb[:, 0]).reshape(b, 3, 1, 1)
+    colors = torch.where(inside, (colors.long() + shift).clamp(0, 255).to(torch.uint8), colors)
+    recoloured = HB.PointBatch(points.rows, points.cols, points.sizes, HB.hint_colours(colors, points), points.valid)
+    return colors, recoloured
 
 
 def mirror(images: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -181,6 +182,8 @@ class Deduplicator:
 
 def rasterize_svg(path: Path, px: int = SVG_PX, timeout: float = 20.0) -> Image.Image | None:
     """An SVG rendered by rsvg-convert within px x px (aspect kept); None if it fails or times out."""
+    if shutil.which("rsvg-convert") is None:  # else every SVG source would be dropped as "unreadable"
+        raise SystemExit("rsvg-convert is missing: install Debian's librsvg2-bin (make data does)")
     try:
         done = subprocess.run(["rsvg-convert", "--width", str(px), "--height", str(px), "--keep-aspect-ratio",
                                "--format", "png", str(path)], capture_output=True, timeout=timeout)  # fmt: skip

@@ -56,9 +56,10 @@ class TrainConfig:
     val_hints: int = 10  # point hints given to the guided variant during validation
     max_val: int = 256  # validation pairs scored each epoch
     device: str = "auto"
-    amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU
+    amp: bool = True  # bfloat16 autocast on CUDA, and on a CPU that has bfloat16 instructions (`bf16_ok`)
     threads: int = 0  # torch CPU threads (0 = torch's default)
     bn_batches: int = BN_BATCHES  # batches the evaluated/exported batch-norm statistics average over
+    recolour: float = 0.5  # share of hinted images whose first hint's region is repainted (batches.recolour_region)
     init_from: str = ""  # a new run's generator starts from these weights: a last.pt or an exported .pt2
     dry_run: bool = False
 
@@ -198,8 +199,8 @@ class Models:
 def build_training(cfg: TrainConfig, device: torch.device) -> Models:
     torch.manual_seed(cfg.seed)
     generator, discriminator = build_models(cfg)
-    # channels_last is what the GPU's tensor cores want; on a CPU it buys nothing.
-    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    # channels_last is what the GPU's tensor cores want, and oneDNN's CPU convolutions too.
+    memory_format = torch.channels_last
     generator.to(device, memory_format=memory_format)
     head = [p for n, p in generator.named_parameters() if n.startswith("refine.")]
     body = [p for n, p in generator.named_parameters() if not n.startswith("refine.")]
@@ -301,6 +302,12 @@ def end_of_epoch(cfg: TrainConfig, models: Models, make_batch: BatchMaker, val_s
     return metrics
 
 
+def bf16_ok(device: torch.device) -> bool:
+    """Whether bfloat16 autocast is fast here: any CUDA device, or a CPU with AVX-512 BF16 / AMX
+    (elsewhere oneDNN emulates bfloat16, slower than float32)."""
+    return device.type == "cuda" or (device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def cfg_total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
     total = cfg.epochs * steps_per_epoch
     return min(total, cfg.max_steps) if cfg.max_steps else total
@@ -335,13 +342,13 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict:
             models.discriminator = nn.parallel.DistributedDataParallel(models.discriminator)
 
     source = "synthetic" if cfg.dry_run else cfg.data
-    make_batch = BatchMaker(load_split(source, "train"), variant, proc.device, flip=cfg.flip)
+    make_batch = BatchMaker(load_split(source, "train"), variant, proc.device, flip=cfg.flip, recolour=cfg.recolour)
     val_set = load_split(source, "val")
     steps_per_epoch = len(make_batch) // (cfg.batch_size * proc.world)
     if steps_per_epoch == 0:
         raise SystemExit(f"{len(make_batch)} training pairs cannot fill one batch of {cfg.batch_size} x {proc.world}")
     total_steps = cfg_total_steps(cfg, steps_per_epoch)
-    use_amp = cfg.amp and proc.device.type == "cuda"
+    use_amp = cfg.amp and bf16_ok(proc.device)
     metrics = history.val[-1] if history.val else {}
     bar = Progress(total_steps, step, cfg.batch_size * proc.world, enabled=proc.is_main)
     models.generator.train()
@@ -416,6 +423,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--refine-lr", type=float, default=defaults.refine_lr)
+    parser.add_argument("--recolour", type=float, default=defaults.recolour,
+                        help="share of hinted images whose first hint's region is repainted (0 = off)")  # fmt: skip
     parser.add_argument("--max-minutes", type=float, default=0.0, help="stop (resumably) after this many minutes")
     parser.add_argument("--beta1", type=float, default=defaults.beta1)
     parser.add_argument("--device", default=defaults.device, help="auto | cpu | cuda | cuda:N")
