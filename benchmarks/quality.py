@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from benchmarks import hint_locality
 from benchmarks.baselines import BASELINES, run_baseline
 from benchmarks.image_metrics import (
     METRICS,
@@ -269,10 +270,14 @@ def run_one(args, source: str, out: Path, variants: dict, command: str, lpips_pa
           file=sys.stderr)  # fmt: skip
 
     results = evaluate(dataset, rows, backend, lpips=lpips, fid=fid, batch=args.batch)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (name for name, kind in variants.items() if kind is H.HintKind.POINTS):
+        locality = hint_locality.evaluate(backend, name, dataset, batch=args.batch)
+        results.locality[name] = locality.summary()
+        hint_locality.plot_sheet(locality, out / f"hint_effect_{name}.png", f"{name} on {source}: one hint's effect")
     if isinstance(backend, Gateway):
         backend.close()
 
-    out.mkdir(parents=True, exist_ok=True)
     metrics = [m for m in METRICS if m != "lpips" or lpips]
     plot_psnr_vs_hints(results, out / "psnr_vs_hints.png")
     plot_bars(results, out / "bars.png", metrics)

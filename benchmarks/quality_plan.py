@@ -119,6 +119,7 @@ class Results:
     fid: dict[str, float] = field(default_factory=dict)
     samples: dict[str, list[np.ndarray]] = field(default_factory=lambda: defaultdict(list))  # row key -> outputs
     sample_examples: list[Example] = field(default_factory=list)
+    locality: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # variant -> hint_locality scores
 
     def summary(self, row: Row, metric: str) -> dict[str, float] | None:
         values = self.scores[row.key].get(metric)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import hint_locality
 from benchmarks.baselines import BASELINES
 from benchmarks.image_metrics import METRIC_INFO, SSIM_PARAMS
 from benchmarks.quality_plan import (
@@ -150,10 +151,23 @@ def write_report(results: Results, out: Path, info: dict, metrics: Sequence[str]
         "",
         "![samples](samples.png)",
         "",
+        *locality_section(results),
         "All numbers are in `metrics.json`.",
         "",
     ]
     (out / "report.md").write_text("\n".join(lines))
+
+
+def locality_section(results: Results) -> list[str]:
+    """Whether hints stay in their regions (`benchmarks.hint_locality`), with each variant's sheet."""
+    if not results.locality:
+        return []
+    what = hint_locality.__doc__.split("\n\n")[1].replace("\n", " ")
+    lines = ["## Hints that stay where they are put", "", what, "Definitions: `benchmarks/hint_locality.py`.", "",
+             *hint_locality.report_lines(results.locality), ""]  # fmt: skip
+    for name in results.locality:
+        lines += [f"![one hint's effect, {name}](hint_effect_{name}.png)", ""]
+    return lines
 
 
 def write_metrics_json(results: Results, out: Path, info: dict, metrics: Sequence[str]) -> None:
@@ -169,7 +183,8 @@ def write_metrics_json(results: Results, out: Path, info: dict, metrics: Sequenc
             entry["metrics"]["fid"] = {"value": results.fid[row.key], "n": len(results.scores[row.key]["l1"])}
         rows.append(entry)
     payload = {**info, "ssim_params": SSIM_PARAMS, "psnr_cap_db": PSNR_CAP_DB, "hint_seed": HINT_SEED,
-               "point_counts": list(POINT_COUNTS), "placements": list(PLACEMENTS), "rows": rows}  # fmt: skip
+               "point_counts": list(POINT_COUNTS), "placements": list(PLACEMENTS), "rows": rows,
+               "hint_locality": results.locality}  # fmt: skip
     (out / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n")
 
 

@@ -315,9 +315,13 @@ def test_the_cli_writes_a_report_plots_and_sane_metrics_for_every_variant_and_ba
     report = (out / "report.md").read_text()
     assert "gaussian_weights=True, sigma=1.5, use_sample_covariance=False" in report
     assert "--limit 4" in report and "| **guided** | 10 point hints |" in report
-    for name in ("psnr_vs_hints.png", "bars.png", "samples.png"):
+    for name in ("psnr_vs_hints.png", "bars.png", "samples.png", "hint_effect_guided.png"):
         with Image.open(out / name) as im:
             assert im.format == "PNG" and min(im.size) > 300
+    locality = metrics["hint_locality"]["guided"]
+    assert set(locality) == {"locality", "bleed_0", "bleed_10", "obedience_1", "obedience_10"}
+    assert all(0 <= locality[k]["mean"] <= 1 for k in ("locality", "bleed_0", "bleed_10"))
+    assert "## Hints that stay where they are put" in report
 
 
 # ---------------------------------------------------------------------------------- through the gateway
