@@ -12,7 +12,7 @@ RUN python3 -c "import sys; v = '%d.%d' % sys.version_info[:2]; assert v == '${T
 # The exported generators are torch.export programs: load them with the torch that wrote them.
 # OpenCV: the model encodes hints itself with contract/ (the fill regions are connected components).
 # Ubuntu 24.04 marks its Python externally managed; in this image it is the only Python there is.
-RUN pip install --no-cache-dir --break-system-packages \
+RUN python3 -m pip install --no-cache-dir --break-system-packages \
     "torch==2.13.0" "numpy<2" "opencv-python-headless>=4.8,<4.11"
 COPY contract /opt/sketch2color/contract
 ENV PYTHONPATH=/opt/sketch2color
