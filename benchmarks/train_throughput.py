@@ -44,7 +44,7 @@ from benchmarks.latency_report import machine_description
 from training.batches import BatchMaker, batch_generator
 from training.data import load_split
 from training.networks import UNet, UNetConfig, count_parameters
-from training.train import TrainConfig, build_training, gan_step, resolve_device
+from training.train import TrainConfig, bf16_ok, build_training, gan_step, resolve_device
 from training.variants import VARIANTS
 
 IMAGE_SIZE = 128
@@ -193,7 +193,7 @@ def measure_loop(cfg: ThroughputConfig, width: int) -> dict:
     make_batch = BatchMaker(train_set, variant, device)
     rng = np.random.default_rng(0)
     step = [0]
-    use_amp = device.type == "cuda"
+    use_amp = bf16_ok(device)
     fixed = make_batch(rng.integers(len(make_batch), size=cfg.batch), batch_generator(0, 0, 0, device))
 
     def draw():
@@ -203,6 +203,10 @@ def measure_loop(cfg: ThroughputConfig, width: int) -> dict:
     def bare() -> None:
         step[0] += 1
         gan_step(models, variant, fixed, step[0], use_amp)  # .item() inside waits for the device
+
+    def bare_fp32() -> None:  # the same step in float32: what bfloat16 autocast buys
+        step[0] += 1
+        gan_step(models, variant, fixed, step[0], False)
 
     def full() -> None:
         gan_step(models, variant, draw(), step[0], use_amp)
@@ -216,9 +220,9 @@ def measure_loop(cfg: ThroughputConfig, width: int) -> dict:
             fn()
     # Step by step, alternating: a burst of load from elsewhere hits both kinds alike, and the
     # median of each kind's step times shrugs it off.
-    times = {"bare": [], "full": [], "data": []}
+    times = {"bare": [], "full": [], "data": [], "fp32": []}
     for _ in range(max(cfg.loop_steps, 1)):
-        for name, fn in (("bare", bare), ("full", full), ("data", data_only)):
+        for name, fn in (("bare", bare), ("full", full), ("data", data_only), ("fp32", bare_fp32)):
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
@@ -227,7 +231,8 @@ def measure_loop(cfg: ThroughputConfig, width: int) -> dict:
     return {
         "variant": variant.name, "width": width, "batch": cfg.batch, "device": str(device), "data": data,
         "bare_img_s": med["bare"], "full_img_s": med["full"], "data_img_s": med["data"],
-        "full_over_bare": med["full"] / med["bare"], "steps": rates,
+        "full_over_bare": med["full"] / med["bare"], "bf16": use_amp, "bare_fp32_img_s": med["fp32"],
+        "steps": rates,
     }  # fmt: skip
 
 
@@ -314,15 +319,19 @@ def render_report(result: dict) -> str:
         f"The variant's whole GAN step (`training.train.gan_step`) on `{cfg['device']}`, batch {cfg['batch']}: "
         "*bare* on one batch already on the device, *full* with `BatchMaker` drawing, flipping, sampling "
         "hints and encoding every batch from the training split; *batches only* is the BatchMaker alone. "
-        f"Medians over {cfg['loop_steps']} steps of each kind, interleaved step by step.",
+        f"Medians over {cfg['loop_steps']} steps of each kind, interleaved step by step. Models in channels_last; "
+        "the step in bfloat16 autocast where `training.train.bf16_ok` (CUDA, or a CPU with AVX-512 BF16/AMX), "
+        "and the bare step once more in float32 beside it.",
         "",
-        "| variant | width | data | bare step img/s | full loop img/s | full / bare | batches only img/s |",
-        "|:---|---:|:---|---:|---:|---:|---:|",
+        "| variant | width | data | bf16 | bare step img/s | bare float32 img/s | full loop img/s | full / bare "
+        "| batches only img/s |",
+        "|:---|---:|:---|:---|---:|---:|---:|---:|---:|",
     ]
     for loop in result.get("loop", []):
         lines.append(
-            f"| {loop['variant']} | {loop['width']} | {loop['data']} | {loop['bare_img_s']:.1f} | "
-            f"{loop['full_img_s']:.1f} | {loop['full_over_bare']:.0%} | {loop['data_img_s']:.0f} |"
+            f"| {loop['variant']} | {loop['width']} | {loop['data']} | {'yes' if loop['bf16'] else 'no'} | "
+            f"{loop['bare_img_s']:.1f} | {loop['bare_fp32_img_s']:.1f} | {loop['full_img_s']:.1f} | "
+            f"{loop['full_over_bare']:.0%} | {loop['data_img_s']:.0f} |"
         )
     lines.append("")
     return "\n".join(lines)
