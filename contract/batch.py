@@ -134,21 +134,28 @@ def fill_regions(labels: torch.Tensor, points: PointBatch) -> tuple[torch.Tensor
     """`hints.fill_regions` for a batch: (fill (B, 3, H, W) in [-1, 1], filled (B, H, W) 0/1)."""
     b, k = points.rows.shape
     device = labels.device
-    fill = torch.zeros(b, 3, SIZE * SIZE, device=device)
     if k == 0:
-        return fill.reshape(b, 3, SIZE, SIZE), torch.zeros(b, SIZE, SIZE, device=device)
+        return torch.zeros(b, 3, SIZE, SIZE, device=device), torch.zeros(b, SIZE, SIZE, device=device)
     labels = labels.long().reshape(b, -1)
-    n = int(labels.abs().max()) + 1
+    n = int(labels.max()) + 1
     rows, cols = points.rows.clamp(0, SIZE - 1), points.cols.clamp(0, SIZE - 1)
-    under = torch.gather(labels.abs(), 1, rows * SIZE + cols)  # (B, K) region under (or nearest to) each centre
+    under = torch.gather(labels, 1, rows * SIZE + cols)  # (B, K) region under each centre
     slot = (torch.arange(b, device=device)[:, None] * n + under)[points.valid]  # integer sums: exact, any order
     sums = torch.zeros(b * n, 3, dtype=torch.int64, device=device).index_add_(0, slot, points.rgb[points.valid])
     counts = torch.zeros(b * n, dtype=torch.int64, device=device).index_add_(0, slot, torch.ones_like(slot))
-    counts.view(b, n)[:, 0] = 0  # not a region: line pixels look up slot 0
+    counts.view(b, n)[:, 0] = 0  # lines are not a region
     mean = unit(sums.float() / counts.clamp(min=1).float()[:, None]).view(b, n, 3).mT  # (B, 3, n), float32
-    region = labels.clamp(min=0)
-    hinted = torch.gather(counts.view(b, n) > 0, 1, region)  # (B, HW)
-    fill = torch.where(hinted[:, None], torch.gather(mean, 2, region[:, None].expand(b, 3, -1)), fill)
+    hinted = torch.gather(counts.view(b, n) > 0, 1, labels)  # (B, HW)
+    # Soft guess: the nearest hint to each cell centre, first hint on a tie (argmin's rule).
+    centres = torch.as_tensor(H.soft_cell_centres(), device=device)
+    d = (centres[None, None, :, None] - rows[..., None, None]) ** 2 + (
+        centres[None, None, None, :] - cols[..., None, None]
+    ) ** 2  # (B, K, cells, cells)
+    d = torch.where(points.valid[..., None, None], d, torch.iinfo(torch.int64).max)
+    nearest = d.argmin(1).repeat_interleave(H.SOFT_CELL, 1).repeat_interleave(H.SOFT_CELL, 2).reshape(b, 1, -1)
+    soft = torch.gather(unit(points.rgb.mT), 2, nearest.expand(b, 3, -1))  # (B, 3, HW)
+    fill = torch.where(hinted[:, None], torch.gather(mean, 2, labels[:, None].expand(b, 3, -1)), soft)
+    fill = torch.where(points.valid.any(1)[:, None, None], fill, 0.0)  # no hints: an all-zero fill
     return fill.reshape(b, 3, SIZE, SIZE), hinted.float().reshape(b, SIZE, SIZE)
 
 

@@ -140,12 +140,13 @@ def two_rooms() -> np.ndarray:
 
 
 def rooms(sketch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(left room, right room, outside) masks of `two_rooms`: the line-free pixels its lines enclose."""
+    """(left room, right room, outside) masks of `two_rooms`: the regions its lines enclose, less the
+    pixel next to each line (lines are thickened by one pixel before the fill looks for regions)."""
     left, right = np.zeros((SIZE, SIZE), bool), np.zeros((SIZE, SIZE), bool)
-    left[33:95, 33:64] = True
-    right[33:95, 65:95] = True
+    left[34:94, 34:63] = True
+    right[34:94, 66:94] = True
     outside = np.ones((SIZE, SIZE), bool)
-    outside[32:96, 32:96] = False
+    outside[31:97, 31:97] = False
     assert np.all(sketch[left | right | outside] == 255)
     return left, right, outside
 
@@ -174,51 +175,62 @@ def test_each_region_takes_the_colour_of_its_own_hints_and_the_mean_of_several(t
     assert np.allclose(fill[:, right], ((unit(blue) + unit(white)) / 2)[:, None], atol=1e-6)
 
 
-def test_a_hint_centred_on_a_line_fills_the_region_nearest_to_it(two_rooms):
-    left, right, _ = rooms(two_rooms)
-    on_wall = H.encode(HintKind.POINTS, two_rooms, points=[PointHint(60, 64, (10, 200, 10), 5)])[10] == 1.0
-    assert np.array_equal(on_wall, left) or np.array_equal(on_wall, right)  # one room, not both, not none
-    x = H.encode(HintKind.POINTS, two_rooms, points=[PointHint(60, 32, (10, 200, 10), 5)])  # the left wall
-    assert np.all(x[6][58:63, 30:35] == 1.0)  # it is still shown as a hint
-    assert np.array_equal(x[10] == 1.0, left) or np.array_equal(x[10] == 1.0, outside_of(two_rooms))
+def test_a_hint_centred_on_a_line_fills_no_region(two_rooms):
+    x = H.encode(HintKind.POINTS, two_rooms, points=[PointHint(60, 64, (10, 200, 10), 5)])
+
+    assert np.all(x[10] == 0.0)
+    assert np.all(x[6][58:63, 62:67] == 1.0)  # it is still shown as a hint
 
 
-def outside_of(sketch: np.ndarray) -> np.ndarray:
-    return rooms(sketch)[2] | ((sketch == 255) & ~np.pad(np.ones((64, 64), bool), 32))
-
-
-def test_regions_without_a_hint_stay_unfilled(two_rooms):
+def test_fill_outside_hinted_regions_is_the_colour_of_the_only_hint(two_rooms):
     rgb = (200, 30, 90)
     x = H.encode(HintKind.POINTS, two_rooms, points=[PointHint(64, 48, rgb, 5)])
     fill, filled = x[7:10], x[10]
     _, right, outside = rooms(two_rooms)
 
     assert np.all(filled[right | outside] == 0.0)
-    assert np.all(fill[:, right | outside] == 0.0)
+    assert np.array_equal(fill, np.broadcast_to(unit(rgb)[:, None, None], fill.shape))
 
 
-@pytest.mark.parametrize("gap", range(1, H.REGION_GAP + 1))
-def test_a_gap_of_up_to_region_gap_pixels_in_a_line_does_not_let_the_fill_leak_out(two_rooms, gap):
+def test_a_gap_of_two_pixels_in_a_line_does_not_let_the_fill_leak_out(two_rooms):
     leaky = two_rooms.copy()
-    leaky[60 : 60 + gap, 32] = 255  # a gap in the left wall
+    leaky[60:62, 32] = 255  # a 2-px gap in the left wall
     x = H.encode(HintKind.POINTS, leaky, points=[PointHint(64, 48, (200, 30, 90), 5)])
     left, _, outside = rooms(two_rooms)
 
     assert np.all(x[10][left] == 1.0) and np.all(x[10][outside] == 0.0)
-
-
-def test_a_hole_wider_than_region_gap_is_an_opening(two_rooms):
     wide = two_rooms.copy()
-    wide[55 : 56 + H.REGION_GAP + 2, 32] = 255  # wider than a gap: the colour flows out
-    _, _, outside = rooms(two_rooms)
+    wide[55:65, 32] = 255  # a 10-px hole is an opening, not a gap: the colour flows out
     assert np.all(H.encode(HintKind.POINTS, wide, points=[PointHint(64, 48, (200, 30, 90), 5)])[10][outside] == 1.0)
 
 
-def test_a_sketch_without_lines_is_one_region():
-    points = [PointHint(16, 20, (255, 0, 0)), PointHint(16, 108, (0, 0, 255))]
+def test_soft_guess_takes_the_nearest_hint_per_4px_cell_and_the_first_on_a_tie():
+    lines = np.full((SIZE, SIZE), 255, np.uint8)
+    lines[:, 60:68] = 0  # a thick wall: each hint's own side is its region; the wall shows the guess
+    red, blue = (255, 0, 0), (0, 0, 255)
+    x = H.encode(HintKind.POINTS, lines, points=[PointHint(10, 10, red), PointHint(10, 118, blue)])
+    fill, filled = x[7:10], x[10]
+
+    assert np.all(filled[:, :58] == 1.0) and np.all(filled[:, 60:68] == 0.0)
+    # cells centred at columns 62 and 66 are nearer red (col 10) / blue (col 118) respectively
+    assert np.all(fill[:, :, 60:64] == unit(red)[:, None, None])
+    assert np.all(fill[:, :, 64:68] == unit(blue)[:, None, None])
+    tie = H.encode(HintKind.POINTS, lines, points=[PointHint(10, 62 - 20, red), PointHint(10, 62 + 20, blue)])
+    assert np.all(tie[7:10, :, 60:64] == unit(red)[:, None, None])  # equidistant from col 62: the first wins
+
+
+def test_soft_guess_is_closer_to_the_nearer_of_two_hints(two_rooms):
+    red, blue = (255, 0, 0), (0, 0, 255)
+    points = [PointHint(16, 20, red), PointHint(16, 108, blue)]  # both outside the box
+
     x = H.encode(HintKind.POINTS, np.full((SIZE, SIZE), 255, np.uint8), points=points)
-    assert np.all(x[10] == 1.0)
-    assert np.all(H.fill_labels(np.zeros((SIZE, SIZE), np.uint8)) == -1)  # all line: no region, no crash
+    assert np.all(x[10] == 1.0)  # a sketch without lines is one region: both hints fill it
+    x = H.encode(HintKind.POINTS, two_rooms, points=points)
+    fill = x[7:10]
+
+    inside_left, inside_right = fill[:, 64, 40], fill[:, 64, 88]  # rooms without hints: the soft guess
+    assert np.abs(inside_left - unit(red)).sum() < np.abs(inside_left - unit(blue)).sum()
+    assert np.abs(inside_right - unit(blue)).sum() < np.abs(inside_right - unit(red)).sum()
 
 
 def test_point_from_target_takes_the_mean_colour_under_its_square(color):

@@ -59,7 +59,7 @@ class TrainConfig:
     amp: bool = True  # bfloat16 autocast on CUDA, and on a CPU that has bfloat16 instructions (`bf16_ok`)
     threads: int = 0  # torch CPU threads (0 = torch's default)
     bn_batches: int = BN_BATCHES  # batches the evaluated/exported batch-norm statistics average over
-    recolour: float = 0.5  # share of hinted images whose first hint's region is repainted (batches.recolour_region)
+    recolour: float = 0.0  # share of hinted images whose first hint's region is repainted (batches.recolour_region)
     init_from: str = ""  # a new run's generator starts from these weights: a last.pt or an exported .pt2
     dry_run: bool = False
 
