@@ -28,7 +28,7 @@ import numpy as np
 from skimage.color import rgb2lab
 
 from benchmarks.image_metrics import summarize
-from benchmarks.quality_plan import Example, HintSetting
+from benchmarks.quality_plan import Example, HintSetting, sample_indices
 from contract import hints as H
 
 REGION_DE = 12.0
@@ -85,7 +85,7 @@ def evaluate(backend, variant: str, dataset: Sequence, batch: int = 32, sheet_ro
     """Locality, bleed and obedience of `variant` over `dataset` (pairs), through `backend` (`quality_backends`)."""
     names = ("locality", "bleed_0", f"bleed_{BLEED_HINTS}", "obedience_1", f"obedience_{BLEED_HINTS}")
     result = Locality({name: [] for name in names}, [])
-    keep = set(np.linspace(0, len(dataset) - 1, min(sheet_rows, len(dataset))).round().astype(int).tolist())
+    keep = set(sample_indices(len(dataset), sheet_rows))
     settings = [HintSetting(H.HintKind.POINTS, k, "region") for k in (0, 1, BLEED_HINTS)]
     for start in range(0, len(dataset), batch):
         examples = [Example(i, *dataset[i]) for i in range(start, min(start + batch, len(dataset)))]

@@ -50,7 +50,16 @@ from benchmarks.image_metrics import (
     load_lpips,
 )
 from benchmarks.quality_backends import Backend, Gateway, InProcess
-from benchmarks.quality_plan import PLACEMENTS, POINT_COUNTS, Example, HintSetting, Results, Row, is_headline
+from benchmarks.quality_plan import (
+    PLACEMENTS,
+    POINT_COUNTS,
+    Example,
+    HintSetting,
+    Results,
+    Row,
+    is_headline,
+    sample_indices,
+)
 from benchmarks.quality_report import plot_bars, plot_psnr_vs_hints, plot_samples, write_metrics_json, write_report
 from contract import hints as H
 from contract import wire
@@ -142,10 +151,6 @@ def fid_rows(rows: Sequence[Row]) -> list[Row]:
     return [r for r in rows if is_headline(r) and (not r.is_baseline or r.method == "sketch")]
 
 
-def sample_indices(n: int, rows: int = SAMPLE_ROWS) -> list[int]:
-    return sorted(set(np.linspace(0, n - 1, min(rows, n)).round().astype(int).tolist()))
-
-
 def baseline_outputs(row: Row, examples: Sequence[Example]) -> np.ndarray:
     """A baseline's outputs (B, 128, 128, 3) uint8 for a batch, from the same hints the variants get."""
     return np.stack([run_baseline(row.method, e.sketch, *e.scribbles(row.setting)) for e in examples])
@@ -165,7 +170,7 @@ def evaluate(
     metrics: the Levin solves (SuperLU releases the GIL) are the largest single cost.
     """
     results = Results(rows)
-    keep = set(sample_indices(len(dataset)))
+    keep = set(sample_indices(len(dataset), SAMPLE_ROWS))
     for_fid = {r.key for r in fid_rows(rows)} if fid else set()
     features: dict[str, list[np.ndarray]] = defaultdict(list)
     progress = tqdm(total=len(dataset), unit="img", desc="quality", dynamic_ncols=True)

@@ -126,6 +126,11 @@ class Results:
         return summarize(values) if values else None
 
 
+def sample_indices(n: int, rows: int) -> list[int]:
+    """`rows` image indices spread evenly over range(n): the examples sample sheets show."""
+    return sorted(set(np.linspace(0, n - 1, min(rows, n)).round().astype(int).tolist()))
+
+
 def is_headline(row: Row) -> bool:
     """Rows for the main table: everything but the inner points of the hint sweep."""
     return row.setting.kind is not H.HintKind.POINTS or row.setting.points in (0, HEADLINE_POINTS)

@@ -135,13 +135,15 @@ def test_recolouring_repaints_the_first_hints_region_and_nothing_else(pairs):
     before = plain(idx, batch_generator(0, 3, 0, torch.device("cpu")))  # the same flips and hint positions
 
     changed = (batch.targets != before.targets).any(1)  # (B, H, W)
-    hinted = batch.points.valid[:, 0]
-    assert hinted.sum() >= 8 and changed[hinted].flatten(1).any(1).all()
-    assert not changed[~hinted].any()  # no hint: the target is left alone
-    for b in np.flatnonzero(hinted.numpy()):
-        labels = H.fill_labels(np.ascontiguousarray(pairs[b][0][:, ::-1] if before.flips[b] else pairs[b][0]))
-        region = abs(labels[batch.points.rows[b, 0], batch.points.cols[b, 0]])
-        assert not changed[b][torch.from_numpy(labels != region)].any()  # only the first hint's region moved
+    labels = [H.fill_labels(np.ascontiguousarray(pairs[b][0][:, ::-1] if f else pairs[b][0]))
+              for b, f in zip(idx, before.flips.tolist())]  # fmt: skip
+    rows, cols = batch.points.rows[:, 0].tolist(), batch.points.cols[:, 0].tolist()
+    regions = [labels[b][rows[b], cols[b]] if batch.points.valid[b, 0] else 0 for b in range(len(idx))]
+    repainted = torch.tensor([r > 0 for r in regions])  # a first hint off the lines: its region is repainted
+    assert repainted.sum() >= 8 and changed[repainted].flatten(1).any(1).all()
+    assert not changed[~repainted].any()  # no hint, or one on a line: the target is left alone
+    for b in np.flatnonzero(repainted.numpy()):
+        assert not changed[b][torch.from_numpy(labels[b] != regions[b])].any()  # only that region moved
     # the hints the network is shown are coloured from the repainted target, as encoded
     targets_u8 = torch.round((batch.targets + 1) * 127.5).to(torch.uint8)
     assert torch.equal(batch.points.rgb, HB.hint_colours(targets_u8, batch.points))

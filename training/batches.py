@@ -94,13 +94,14 @@ def recolour_region(colors: torch.Tensor, labels: torch.Tensor, points: HB.Point
     colors: (B, 3, H, W) uint8; labels: (B, H, W) `hints.fill_labels` of each sketch.
     """
     b, device = colors.shape[0], colors.device
-    chosen = points.valid[:, 0] & (torch.rand(b, device=device, generator=generator) < share) if points.valid.shape[1] \
-        else torch.zeros(b, dtype=torch.bool, device=device)  # fmt: skip
-    if not chosen.any():
+    if points.valid.shape[1] == 0:
         return colors, points
     flat = labels.long().reshape(b, -1)
     at = points.rows[:, 0].clamp(0, HB.SIZE - 1) * HB.SIZE + points.cols[:, 0].clamp(0, HB.SIZE - 1)
-    region = flat.gather(1, at[:, None]).abs()  # (B, 1)
+    region = flat.gather(1, at[:, None])  # (B, 1); 0 = the hint's centre is on a line, which fills no region
+    chosen = points.valid[:, 0] & (region[:, 0] > 0) & (torch.rand(b, device=device, generator=generator) < share)
+    if not chosen.any():
+        return colors, points
     inside = ((flat == region) & chosen[:, None]).reshape(b, 1, *colors.shape[2:])
     new = torch.randint(0, 256, (b, 3), device=device, generator=generator)
     shift = (new - points.rgb[:, 0]).reshape(b, 3, 1, 1)
