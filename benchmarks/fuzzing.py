@@ -33,14 +33,54 @@ def encoded(image: np.ndarray, fmt: str) -> bytes:
     return buf.getvalue()
 
 
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 def png_claiming(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims width x height (a decompression-bomb probe)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(64))) + chunk(b"IEND", b"")
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(bytes(64)))
+            + png_chunk(b"IEND", b""))  # fmt: skip
+
+
+def palette_png_with_long_trns(entries: int = 300) -> bytes:
+    """A 4x4 two-colour palette PNG whose tRNS chunk has more entries than the palette: it decodes,
+    and converting it to RGBA fails."""
+    rows = zlib.compress(bytes(4 * 5))  # 4 rows: filter byte 0 and four palette indices 0
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 8, 3, 0, 0, 0))
+            + png_chunk(b"PLTE", bytes([0, 0, 0, 255, 255, 255])) + png_chunk(b"tRNS", bytes(entries))
+            + png_chunk(b"IDAT", rows) + png_chunk(b"IEND", b""))  # fmt: skip
+
+
+def one_bit_png(width: int, height: int) -> bytes:
+    """A white 1-bit PNG: a few kB of bytes for tens of megapixels once decoded."""
+    stride = (width + 7) // 8
+    rows = zlib.compress((b"\x00" + b"\xff" * stride) * height, 9)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+            + png_chunk(b"IDAT", rows) + png_chunk(b"IEND", b""))  # fmt: skip
+
+
+def flat_webp(width: int, height: int) -> bytes:
+    """A flat white lossless WebP: about a kB for any size up to WebP's 16383 a side."""
+    buf = io.BytesIO()
+    Image.new("L", (width, height), 255).save(buf, format="WEBP", lossless=True)
+    return buf.getvalue()
+
+
+def animated(fmt: str, frames: int = 3, side: int = 32) -> bytes:
+    """An animated PNG or WebP of line art (the first frame is coloured)."""
+    images = [Image.fromarray(line_art(np.random.default_rng(k), side, side)) for k in range(frames)]
+    buf = io.BytesIO()
+    images[0].save(buf, format=fmt, save_all=True, append_images=images[1:], duration=100, loop=0)
+    return buf.getvalue()
+
+
+def jpeg_claiming(width: int, height: int) -> bytes:
+    """A real 8x8 JPEG whose frame header (SOF0) claims width x height."""
+    data = encoded(np.full((8, 8, 3), 200, np.uint8), "JPEG")
+    at = data.find(b"\xff\xc0")
+    return data[: at + 5] + struct.pack(">HH", height, width) + data[at + 9 :]
 
 
 def line_art(rng: np.random.Generator, h: int, w: int) -> np.ndarray:

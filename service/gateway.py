@@ -24,10 +24,21 @@ from grpc_reflection.v1alpha import reflection
 from contract import wire
 from contract.hints import MODEL_SIZE
 from service import imaging, security
+from service.admission import Allocator, PixelBudget
 from service.api import SERVICE_NAME, pb, pb_grpc
 from service.batcher import UNCAPPED, Batcher
 from service.imaging import Frame, RequestError, invalid
-from service.inputs import OUTPUT_FORMAT_NAMES, Undecodable, check_output_fields, encode_request, lenient
+from service.inputs import (
+    OUTPUT_FORMAT_NAMES,
+    LenientParsing,
+    Opened,
+    Undecodable,
+    check_output_fields,
+    colorize_parser,
+    encode_request,
+    lenient,
+    open_request,
+)
 from service.metrics import Metrics
 from service.settings import GatewayConfig, config_from_args, setup_logging
 from service.triton_pool import TritonPool, infer_request, the_output
@@ -37,10 +48,15 @@ log = logging.getLogger("sketch2color.gateway")
 
 # Image work for a small request (~0.5 ms) runs on the event loop: handing it to a worker thread
 # and back cost more CPU than the work itself (profiled at c=16 on 2 cores). Larger ones go to
-# the thread pool, so the loop never stalls on a big decode or encode.
+# the thread pool, so the loop never stalls on a big decode or encode. "Small" is judged by the
+# bytes (a header in a few kB is read at once) and then by the pixels the header promises and the
+# hints: a 12 kB PNG can hold 40 megapixels.
 DRAIN_SETTLE_S = 0.25  # after the last accepted call: calls in transit get the servicer's UNAVAILABLE
 INLINE_MAX_BYTES = 64 << 10  # sketch + colour hint, as sent
-INLINE_MAX_PIXELS = 256 * 256  # the answer, at the sketch's size
+INLINE_MAX_PIXELS = 256 * 256  # sketch + colour hint as decoded, and the answer at the sketch's size
+INLINE_MAX_HINTS = 64
+CANCEL_SLACK_S = 0.005  # a cancellation this close to the deadline is the deadline's
+NAME_SHOWN = 64  # characters of an unknown variant's name repeated in the error (metadata is bounded)
 
 
 class Colorizer(pb_grpc.ColorizerServicer):
@@ -48,6 +64,8 @@ class Colorizer(pb_grpc.ColorizerServicer):
         self.config = config
         self.limits = config.limits
         self.pool = ThreadPoolExecutor(config.workers, thread_name_prefix="imaging")
+        self.budget = PixelBudget(config.pixels_in_flight)
+        self.allocator = Allocator()
         self.metrics = Metrics(registry or prom.CollectorRegistry())
         self.working = 0  # requests (and stream items) between admission and answer
         self.draining = False  # after SIGTERM: new work is refused with UNAVAILABLE
@@ -157,14 +175,14 @@ class Colorizer(pb_grpc.ColorizerServicer):
         start = time.perf_counter()
         code, message = grpc.StatusCode.OK, ""
         self.metrics.in_flight.inc()
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
         try:
-            response = await self.colorize(request, context.time_remaining())
+            response = await self.colorize(request, remaining)
         except RequestError as e:
             code, message = e.code, e.message
         except asyncio.CancelledError:  # the caller went away, or its deadline passed mid-call
-            remaining = context.time_remaining()
-            code = grpc.StatusCode.DEADLINE_EXCEEDED if remaining is not None and remaining <= 0 else (
-                grpc.StatusCode.CANCELLED)  # fmt: skip
+            code = cancelled_code(deadline)
             raise
         except Exception as e:  # a bug, not the caller's fault: say so with INTERNAL, not grpc's UNKNOWN
             log.exception("Colorize failed")
@@ -176,18 +194,27 @@ class Colorizer(pb_grpc.ColorizerServicer):
             self.metrics.requests.labels("Colorize", variant_label, code.name).inc()
             self.metrics.latency.labels("Colorize", variant_label, code.name).observe(time.perf_counter() - start)
         if code is not grpc.StatusCode.OK:  # counted before the status leaves: a caller who reads /metrics sees it
-            await context.abort(code, message)
+            try:
+                await context.abort(code, message)
+            except grpc.aio.InternalError:  # the deadline passed meanwhile: grpc has ended the call itself
+                raise asyncio.CancelledError from None
         return response
 
     async def ColorizeStream(self, request_iterator, context):
         results: asyncio.Queue = asyncio.Queue()
         gate = asyncio.Semaphore(self.config.stream_concurrency)
 
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
+
         async def one(index: int, request) -> None:
             code = grpc.StatusCode.OK
             try:
                 response = await self.colorize(request, context.time_remaining())
                 item = pb.ColorizeStreamResponse(request_id=request.request_id, index=index, response=response)
+            except asyncio.CancelledError:  # the stream ended (cancelled, its deadline passed): no answer is read
+                code = cancelled_code(deadline)
+                raise
             except Exception as e:  # every item gets its answer, or the stream would never end
                 if not isinstance(e, RequestError):
                     log.exception("ColorizeStream item %d failed", index)
@@ -197,11 +224,12 @@ class Colorizer(pb_grpc.ColorizerServicer):
                 item = pb.ColorizeStreamResponse(request_id=request.request_id, index=index, error=error)
             finally:
                 self.metrics.in_flight.dec()
-            self.metrics.requests.labels("ColorizeStream", self.variant_label(request), code.name).inc()
+                self.metrics.requests.labels("ColorizeStream", self.variant_label(request), code.name).inc()
             await results.put(item)
 
+        tasks: list[asyncio.Task] = []
+
         async def read() -> int:
-            tasks = []
             async for request in request_iterator:
                 await gate.acquire()
                 self.metrics.in_flight.inc()
@@ -219,7 +247,10 @@ class Colorizer(pb_grpc.ColorizerServicer):
                 gate.release()
             await reader
         finally:
+            # A stream that ends early (the caller cancelled, its deadline passed) stops its items' work.
             reader.cancel()
+            for task in tasks:
+                task.cancel()
 
     # ------------------------------------------------------------------ the work
 
@@ -239,7 +270,7 @@ class Colorizer(pb_grpc.ColorizerServicer):
     async def _colorize(self, request, time_remaining: float | None) -> pb.ColorizeResponse:
         t0 = time.perf_counter()
         if isinstance(request, Undecodable):
-            raise invalid(f"the request is not a serialized sketch2color.v1.ColorizeRequest: {request.error}")
+            raise invalid(request.message)
         if time_remaining is not None and time_remaining <= 0:
             raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the request was read")
         if not self.serving:
@@ -247,9 +278,26 @@ class Colorizer(pb_grpc.ColorizerServicer):
         variant = self.resolve_variant(request)
         loop = asyncio.get_running_loop()
         if len(request.sketch) + len(request.color_hint) <= INLINE_MAX_BYTES:  # small: a thread hop costs more
-            encoded, frame, sketch = self.prepare(request, variant)
+            opened = open_request(request, self.limits)
         else:
-            encoded, frame, sketch = await loop.run_in_executor(self.pool, self.prepare, request, variant)
+            opened = await loop.run_in_executor(self.pool, open_request, request, self.limits)
+        if opened.pixels <= INLINE_MAX_PIXELS:
+            inline = len(request.sketch) + len(request.color_hint) <= INLINE_MAX_BYTES
+            return await self._work(request, variant, opened, t0, time_remaining,
+                                    inline=inline and len(request.hints) <= INLINE_MAX_HINTS)  # fmt: skip
+        try:
+            async with self.budget.hold(opened.pixels):
+                return await self._work(request, variant, opened, t0, time_remaining, inline=False)
+        finally:
+            self.pool.submit(self.allocator.trim)  # a large request's freed blocks back to the system
+
+    async def _work(self, request, variant: VariantInfo, opened: Opened, t0: float, time_remaining: float | None,
+                    inline: bool) -> pb.ColorizeResponse:  # fmt: skip
+        loop = asyncio.get_running_loop()
+        if inline:
+            encoded, frame, sketch = self.prepare(request, variant, opened)
+        else:
+            encoded, frame, sketch = await loop.run_in_executor(self.pool, self.prepare, request, variant, opened)
         self.metrics.image_pixels.observe(frame.width * frame.height)
         t1 = time.perf_counter()
         output = await self.infer(variant, encoded, None if time_remaining is None else time_remaining - (t1 - t0))
@@ -284,7 +332,8 @@ class Colorizer(pb_grpc.ColorizerServicer):
         variant = self.variants.get(name)
         if variant is None:
             known = ", ".join(sorted(self.variants)) or "none"
-            raise RequestError(grpc.StatusCode.NOT_FOUND, f"unknown variant {name!r}; available: {known}")
+            shown = repr(name) if len(name) <= NAME_SHOWN else f"{name[:NAME_SHOWN]!r}... ({len(name)} characters)"
+            raise RequestError(grpc.StatusCode.NOT_FOUND, f"unknown variant {shown}; available: {known}")
         accepted = HINT_KINDS[variant.hint]
         if request.hints and pb.HINT_KIND_POINTS not in accepted:
             raise invalid(
@@ -296,15 +345,24 @@ class Colorizer(pb_grpc.ColorizerServicer):
             raise invalid(f"variant {name!r} needs `color_hint`: a rough colour image of the sketch")
         return variant
 
-    def prepare(self, request, variant: VariantInfo) -> tuple[dict[str, np.ndarray], Frame, np.ndarray]:
-        return encode_request(request, variant.hint, self.limits)
+    def prepare(self, request, variant: VariantInfo, opened: Opened) -> tuple[dict[str, np.ndarray], Frame, np.ndarray]:
+        return encode_request(request, variant.hint, self.limits, opened)
 
     async def infer(self, variant: VariantInfo, inputs: dict[str, np.ndarray], time_remaining: float | None
                     ) -> np.ndarray:  # fmt: skip
         """One request through Triton, batched with those that arrive with it: -> (128, 128, 3) uint8 RGB."""
         if time_remaining is not None and time_remaining <= 0:
             raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before inference")
-        return await self.batcher.submit(variant.name, inputs, time_remaining)
+        bound = self.config.triton_timeout_s
+        if time_remaining is not None or not bound:
+            return await self.batcher.submit(variant.name, inputs, time_remaining)
+        try:  # the caller set no deadline: the gateway's own bound, so a frozen Triton cannot hold calls forever
+            return await self.batcher.submit(variant.name, inputs, bound)
+        except RequestError as e:
+            if e.code is not grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise
+            message = f"Triton did not answer within {bound:g} s (the gateway's --triton-timeout-s): retry"
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, message) from None
 
     async def triton_call(self, name: str, batch: dict[str, np.ndarray], timeout: float | None) -> np.ndarray:
         """One Triton call with a batch of wire inputs (B, ...) -> images (B, 128, 128, 3) uint8."""
@@ -324,17 +382,26 @@ class Colorizer(pb_grpc.ColorizerServicer):
         return data, mime, out.shape[1], out.shape[0]
 
 
+def cancelled_code(deadline: float | None) -> grpc.StatusCode:
+    """Why a call's work was cancelled: its deadline passed (grpc cancels the handler at the deadline,
+    a hair before or after the clock reaches it), or the caller went away."""
+    if deadline is not None and time.monotonic() >= deadline - CANCEL_SLACK_S:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
+
+
 def add_colorizer(servicer: Colorizer, server) -> None:
     """The generated add_ColorizerServicer_to_server, with request parsing that cannot fail."""
     handlers = {
         "Colorize": grpc.unary_unary_rpc_method_handler(
-            servicer.Colorize, request_deserializer=lenient(pb.ColorizeRequest.FromString),
+            servicer.Colorize, request_deserializer=colorize_parser(servicer.limits.max_hints),
             response_serializer=pb.ColorizeResponse.SerializeToString),
         "ColorizeStream": grpc.stream_stream_rpc_method_handler(
-            servicer.ColorizeStream, request_deserializer=lenient(pb.ColorizeRequest.FromString),
+            servicer.ColorizeStream, request_deserializer=colorize_parser(servicer.limits.max_hints),
             response_serializer=pb.ColorizeStreamResponse.SerializeToString),
         "ListVariants": grpc.unary_unary_rpc_method_handler(
-            servicer.ListVariants, request_deserializer=lenient(pb.ListVariantsRequest.FromString),
+            servicer.ListVariants,
+            request_deserializer=lenient(pb.ListVariantsRequest.FromString, "sketch2color.v1.ListVariantsRequest"),
             response_serializer=pb.ListVariantsResponse.SerializeToString),
     }  # fmt: skip
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
@@ -346,8 +413,14 @@ async def serve(config: GatewayConfig, ready: asyncio.Event | None = None, stop:
     registry = prom.CollectorRegistry()
     servicer = Colorizer(config, registry)
     max_bytes = config.max_message_mb << 20
-    tokens = security.read_tokens(config.auth_tokens_file, config.auth_tokens)
-    interceptors = [security.BearerTokenAuth(tokens, security.exempt_services(config.auth_exempt))] if tokens else []
+    try:
+        tokens = security.read_tokens(config.auth_tokens_file, config.auth_tokens)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    exempt = security.exempt_services(config.auth_exempt)
+    interceptors = [LenientParsing({SERVICE_NAME})]  # the stock health and reflection servicers' requests
+    if tokens:
+        interceptors.insert(0, security.BearerTokenAuth(tokens, exempt))
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
@@ -366,12 +439,6 @@ async def serve(config: GatewayConfig, ready: asyncio.Event | None = None, stop:
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
     )
     address = f"{config.host}:{config.port}"
-    if config.max_hints > wire.MAX_HINTS:
-        raise SystemExit(f"--max-hints {config.max_hints}: the wire to Triton carries at most {wire.MAX_HINTS} hints")
-    if bool(config.tls_cert) != bool(config.tls_key):
-        raise SystemExit("--tls-cert and --tls-key go together")
-    if config.tls_client_ca and not config.tls_cert:
-        raise SystemExit("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
     if config.tls_cert:
         port = server.add_secure_port(address, security.server_credentials(config.tls_cert, config.tls_key,
                                                                             config.tls_client_ca))  # fmt: skip
@@ -384,9 +451,8 @@ async def serve(config: GatewayConfig, ready: asyncio.Event | None = None, stop:
     await servicer.refresh()
     await server.start()
     watcher = asyncio.create_task(servicer.watch_triton())
-    log.info("gateway on %s (%s%s) -> Triton %s (%s); metrics on :%s", address,
-             "mutual TLS" if config.tls_client_ca else "TLS" if config.tls_cert else "plaintext",
-             f", {len(tokens)} bearer token(s)" if tokens else "", config.triton_url,
+    log.info("gateway on %s (%s) -> Triton %s (%s); metrics on :%s", address,
+             security.describe(config.tls_cert, config.tls_client_ca, tokens, exempt), config.triton_url,
              "serving" if servicer.serving else "waiting for Triton", config.metrics_port or "-")  # fmt: skip
 
     stop = stop or asyncio.Event()

@@ -28,6 +28,7 @@ Image.MAX_IMAGE_PIXELS = None
 ACCEPTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP", "MPO": "JPEG"}  # MPO: multi-frame JPEG
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_MIN_PIXELS_PER_BYTE = 1024  # see decode_image: a JPEG holds at most 512 pixels per byte
+BAND_PIXELS = 1 << 20
 OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
 
 
@@ -169,12 +170,16 @@ def gray_pixels(im: Image.Image, what: str) -> np.ndarray:
 def pixels(im: Image.Image, what: str) -> np.ndarray:
     """An opened image's pixels: (H, W, 3) uint8 RGB, transparency composited on white."""
     _load(im, what)
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        im = im.convert("RGBA")
-        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        white.alpha_composite(im)
-        im = white
-    return np.asarray(im.convert("RGB"))
+    kind, size = ACCEPTED_FORMATS[im.format], f"{im.mode} {im.width}x{im.height}"
+    try:
+        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            im = im.convert("RGBA")
+            white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+            white.alpha_composite(im)
+            im = white
+        return np.asarray(im.convert("RGB"))
+    except ValueError as e:  # a decodable but inconsistent file, e.g. a tRNS chunk longer than its palette
+        raise invalid(f"{what} is a corrupt {kind} ({size}): {e}") from None
 
 
 def encode_image(rgb: np.ndarray, fmt: str) -> tuple[bytes, str]:
@@ -204,7 +209,7 @@ def encode_png(rgb: np.ndarray) -> bytes:
     rows[0, 1:] = flat[0]
     np.subtract(flat[1:], flat[:-1], out=rows[1:, 1:])  # uint8 wraps modulo 256, as PNG's filters do
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, deflate, no interlace
-    return (PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", isal_zlib.compress(rows.tobytes(), 1))
+    return (PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", isal_zlib.compress(rows, 1))
             + _png_chunk(b"IEND", b""))  # fmt: skip
 
 
@@ -222,10 +227,9 @@ class RawHint(NamedTuple):  # a tuple: made per hint, 5x cheaper than a frozen d
     size: int
 
 
-def grid_points(hints: list[RawHint], frame: Frame, limits: Limits) -> list[PointHint]:
-    """Validate the caller's hints and place them on the model grid."""
-    if len(hints) > limits.max_hints:
-        raise invalid(f"{len(hints)} hints; at most {limits.max_hints} are accepted")
+def grid_points(hints: list[RawHint], frame: Frame) -> list[PointHint]:
+    """Validate the caller's hints (their number is checked before they are built) and place them on
+    the model grid."""
     points = []
     for i, h in enumerate(hints):
         if not (math.isfinite(h.x) and math.isfinite(h.y)):  # math, not numpy: 20x faster per hint
@@ -252,5 +256,13 @@ def grid_points(hints: list[RawHint], frame: Frame, limits: Limits) -> list[Poin
 
 
 def reapply_lines(color: np.ndarray, sketch_gray: np.ndarray) -> np.ndarray:
-    """Multiply the full-resolution line art over an upsampled colour image, so lines stay crisp."""
-    return (color.astype(np.uint16) * sketch_gray[:, :, None].astype(np.uint16) // 255).astype(np.uint8)
+    """Multiply the full-resolution line art over an upsampled colour image, so lines stay crisp.
+    In bands of about a megapixel: the 16-bit products of a whole 40-Mpx answer would be 240 MB."""
+    out = np.empty(color.shape, np.uint8)
+    step = max(1, BAND_PIXELS // max(1, color.shape[1]))
+    for top in range(0, color.shape[0], step):
+        band = color[top : top + step].astype(np.uint16)
+        band *= sketch_gray[top : top + step, :, None]
+        band //= 255
+        out[top : top + step] = band
+    return out

@@ -5,8 +5,9 @@ Both are off by default (a local `make run` needs neither) and switched on by se
 - ``--tls-cert/--tls-key`` (PEM files): the port speaks TLS only. ``--tls-client-ca`` too: mutual
   TLS, a client must present a certificate signed by that CA.
 - ``--auth-tokens-file`` (one token per line) or ``SKETCH2COLOR_AUTH_TOKENS`` (comma-separated):
-  every call must carry ``authorization: Bearer <token>``; a missing or wrong one gets
-  UNAUTHENTICATED. ``--auth-exempt`` names the services that stay open (default: health and
+  every call must carry ``authorization: Bearer <token>`` (the scheme in any case, RFC 7235); a
+  missing or wrong one gets UNAUTHENTICATED. A tokens file that holds no token is a start-up error,
+  not an open gateway. ``--auth-exempt`` names the services that stay open (default: health and
   reflection, so load balancers and grpcurl's ``list`` work; empty = nothing is exempt).
 """
 
@@ -25,12 +26,29 @@ EXEMPT_ALIASES = {
 
 
 def read_tokens(tokens_file: str, tokens_env: str) -> list[str]:
-    """Tokens from a file (one per line, # comments) and a comma-separated string; blanks dropped."""
+    """Tokens from a file (one per line, # comments) and a comma-separated string; blanks dropped.
+    Raises ValueError for a file that cannot be read or holds none: asking for tokens and getting
+    an open gateway would fail open."""
     tokens = [t.strip() for t in tokens_env.split(",")]
     if tokens_file:
-        lines = Path(tokens_file).read_text().splitlines()
-        tokens += [line.strip() for line in lines if not line.strip().startswith("#")]
+        try:
+            lines = Path(tokens_file).read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"--auth-tokens-file {tokens_file}: {e}") from None
+        from_file = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+        if not from_file:
+            raise ValueError(f"--auth-tokens-file {tokens_file} holds no token (one per line, # for comments)")
+        tokens += from_file
     return [t for t in tokens if t]
+
+
+def describe(tls_cert: str, tls_client_ca: str, tokens: list[str], exempt: set[str]) -> str:
+    """What protects the port, for the start-up log."""
+    transport = "mutual TLS" if tls_client_ca else "TLS" if tls_cert else "plaintext"
+    if not tokens:
+        return f"{transport}, no bearer tokens"
+    open_to_all = ", ".join(sorted(exempt)) or "nothing"
+    return f"{transport}, {len(tokens)} bearer token(s), open without one: {open_to_all}"
 
 
 def exempt_services(spec: str) -> set[str]:
@@ -52,9 +70,12 @@ class BearerTokenAuth(grpc.aio.ServerInterceptor):
 
     def authorized(self, metadata) -> bool:
         for key, value in metadata or ():
-            if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-                given = value.removeprefix("Bearer ").strip().encode()
-                return any(hmac.compare_digest(given, t) for t in self.tokens)
+            if key == "authorization" and isinstance(value, str):
+                scheme, _, given = value.strip().partition(" ")
+                if scheme.lower() != "bearer":
+                    return False
+                given_bytes = given.strip().encode()
+                return any(hmac.compare_digest(given_bytes, t) for t in self.tokens)
         return False
 
     async def intercept_service(self, continuation, details):

@@ -34,6 +34,10 @@ class GatewayConfig:
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
     max_in_flight: int = 256  # items being worked on at once; beyond it new work gets RESOURCE_EXHAUSTED (0 = no bound)
+    # Decoded pixels of large requests in work at once (service/admission.py); 0 = twice max_pixels.
+    max_pixels_in_flight: int = 0
+    # A Triton call's bound when the caller sets no deadline (DEADLINE_EXCEEDED after it); 0 = none.
+    triton_timeout_s: float = 30.0
     tls_cert: str = ""  # PEM; with tls_key the port speaks TLS only (service/security.py)
     tls_key: str = ""
     tls_client_ca: str = ""  # PEM CA: mutual TLS, clients must present a certificate it signed
@@ -41,9 +45,26 @@ class GatewayConfig:
     auth_tokens: str = ""  # comma-separated tokens (best from the environment, SKETCH2COLOR_AUTH_TOKENS)
     auth_exempt: str = "health,reflection"  # services open without a token ("" = none)
 
+    def __post_init__(self):
+        if self.max_hints > wire.MAX_HINTS:
+            raise ValueError(f"--max-hints {self.max_hints}: the wire to Triton carries at most {wire.MAX_HINTS} hints")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+        if 0 < self.max_pixels_in_flight < self.max_pixels:
+            raise ValueError(f"--max-pixels-in-flight {self.max_pixels_in_flight} is below --max-pixels "
+                             f"{self.max_pixels}: the largest sketch could never be admitted")  # fmt: skip
+        if self.triton_timeout_s < 0:
+            raise ValueError(f"--triton-timeout-s {self.triton_timeout_s} is negative; 0 means no bound")
+
     @property
     def limits(self) -> Limits:
         return Limits(max_pixels=self.max_pixels, max_hints=self.max_hints)
+
+    @property
+    def pixels_in_flight(self) -> int:
+        return self.max_pixels_in_flight or 2 * self.max_pixels
 
 
 def from_args(cls, prefix: str, description: str, argv: list[str] | None = None):
@@ -56,7 +77,10 @@ def from_args(cls, prefix: str, description: str, argv: list[str] | None = None)
         default = type(getattr(defaults, f.name))(os.environ.get(env, getattr(defaults, f.name)))
         parser.add_argument("--" + f.name.replace("_", "-"), type=type(default), default=default,
                             help=f"env {env} (default {default!r})")  # fmt: skip
-    return cls(**vars(parser.parse_args(argv)))
+    try:
+        return cls(**vars(parser.parse_args(argv)))
+    except ValueError as e:  # a combination of settings that cannot work: said at start-up, not at the first call
+        parser.error(str(e))
 
 
 def config_from_args(argv: list[str] | None = None) -> GatewayConfig:

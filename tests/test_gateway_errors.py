@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2
 
+from benchmarks.fuzzing import palette_png_with_long_trns
 from service import triton_local
 from service.api import SERVICE_NAME, pb, pb_grpc
 
@@ -66,6 +67,25 @@ def test_bytes_that_are_not_a_colorize_request_get_invalid_argument_and_are_coun
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "not a serialized sketch2color.v1.ColorizeRequest" in e.value.details()
     assert metric_value(stack, sample) == before + 1
+
+
+@pytest.mark.parametrize("method, streaming", [("/grpc.health.v1.Health/Check", (False, False)),
+                                               ("/grpc.health.v1.Health/Watch", (False, True)),
+                                               ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                                                (True, True))])  # fmt: skip
+def test_bytes_that_are_not_a_protobuf_get_invalid_argument_from_health_and_reflection_too(stack, method, streaming):
+    with grpc.insecure_channel(stack.address) as channel:
+        kind = {(False, False): channel.unary_unary, (False, True): channel.unary_stream,
+                (True, True): channel.stream_stream}[streaming]  # fmt: skip
+        call = kind(method, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        payload = b"\xff\xff\xff\xff"
+        with pytest.raises(grpc.RpcError) as e:
+            answer = call(iter([payload]) if streaming[0] else payload, timeout=10)
+            if streaming[1]:
+                list(answer)
+
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+    assert f"the request is not a serialized {method} request" in e.value.details()
 
 
 def test_an_undecodable_stream_item_gets_its_error_and_the_others_their_images(stack):
@@ -214,6 +234,14 @@ BAD_REQUESTS = {
                                              grpc.StatusCode.INVALID_ARGUMENT, "needs `color_hint`"),
     "corrupt_color_hint": (pb.ColorizeRequest(sketch=GOOD, variant="pix2pix_blur", color_hint=b"xx"),
                            grpc.StatusCode.INVALID_ARGUMENT, "color_hint is not"),
+    "palette_png_with_a_trns_longer_than_its_palette": (pb.ColorizeRequest(sketch=palette_png_with_long_trns()),
+                                                        grpc.StatusCode.INVALID_ARGUMENT, "sketch is a corrupt PNG"),
+    "unknown_variant_of_20_kb": (pb.ColorizeRequest(sketch=GOOD, variant="v" * 20_000), grpc.StatusCode.NOT_FOUND,
+                                 "(20000 characters)"),
+    "more_hints_than_the_limit": (pb.ColorizeRequest(sketch=GOOD, hints=[_hint()] * 600),
+                                  grpc.StatusCode.INVALID_ARGUMENT, "600 hints; at most 512"),
+    "a_hint_flood_refused_unparsed": (pb.ColorizeRequest(sketch=GOOD, hints=[_hint()] * 20_000),
+                                      grpc.StatusCode.INVALID_ARGUMENT, "more than 512 hints"),
 }  # fmt: skip
 
 

@@ -106,3 +106,11 @@ def test_the_answers_png_is_no_larger_than_pillows_on_a_colouring():
         buf = io.BytesIO()
         Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)  # what the gateway wrote before
         assert len(encode_png(rgb)) <= 1.1 * len(buf.getvalue())
+
+
+def test_a_palette_png_with_more_transparency_entries_than_colours_is_invalid_argument_not_a_crash():
+    from benchmarks.fuzzing import palette_png_with_long_trns
+
+    with pytest.raises(RequestError, match="sketch is a corrupt PNG") as e:
+        decode_image(palette_png_with_long_trns(), "sketch", Limits())
+    assert e.value.code.name == "INVALID_ARGUMENT"

@@ -129,3 +129,31 @@ def test_mutual_tls_serves_a_client_with_a_certificate_from_the_ca_and_refuses_o
             assert list_variants(channel).default_variant == "guided"
     finally:
         stop_process(proc)
+
+
+@pytest.mark.parametrize("content", ["", "# tokens go here\n\n   \n"])
+def test_a_tokens_file_without_a_token_stops_the_gateway_at_start_instead_of_leaving_it_open(tmp_path, content):
+    tokens = tmp_path / "tokens"
+    tokens.write_text(content)
+    cmd = [sys.executable, "-m", "service.gateway", "--triton-url", f"127.0.0.1:{free_port()}", "--port",
+           str(free_port()), "--metrics-port", "0", "--auth-tokens-file", str(tokens)]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+    assert done.returncode != 0
+    assert f"--auth-tokens-file {tokens} holds no token" in done.stderr
+
+
+def test_the_bearer_scheme_is_case_insensitive_and_the_start_up_log_says_what_is_on(tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{TOKEN}\n")
+    proc, address = start_gateway(tmp_path, "--auth-tokens-file", str(tokens))
+    try:
+        with grpc.insecure_channel(address) as channel:
+            for scheme in ("bearer", "BEARER", "Bearer"):
+                assert list_variants(channel, [("authorization", f"{scheme} {TOKEN}")]).default_variant == "guided"
+            assert code_of(lambda: list_variants(channel, [("authorization", f"Basic {TOKEN}")])) == (
+                grpc.StatusCode.UNAUTHENTICATED)  # fmt: skip
+    finally:
+        stop_process(proc)
+    log = next(tmp_path.glob("gateway-*.log")).read_text()
+    assert "plaintext, 1 bearer token(s), open without one: grpc.health.v1.Health" in log
