@@ -101,9 +101,20 @@ def image_bytes(rng: np.random.Generator) -> bytes:
 def sized_image(rng: np.random.Generator) -> tuple[bytes, tuple[int, int]]:
     """Image bytes and the size they were drawn at (what a client knows of its own picture)."""
     good = rng.random() >= 2 * BAD
-    kind = rng.choice(["png", "png", "jpeg", "webp", "noise"] if good else ["garbage", "truncated", "empty", "bomb"])
+    hostile = ["garbage", "truncated", "empty", "bomb", "trns", "one_bit", "animated", "forged_jpeg"]
+    kind = rng.choice(["png", "png", "jpeg", "webp", "noise"] if good else hostile)
     if kind == "empty":
         return b"", (1, 1)
+    if kind == "trns":
+        return palette_png_with_long_trns(int(rng.integers(3, 400))), (4, 4)
+    if kind == "one_bit":  # a few kB for up to 9 Mpx (the gateway's limit is 40)
+        w, h = int(rng.integers(1, 3000)), int(rng.integers(1, 3000))
+        return one_bit_png(w, h), (w, h)
+    if kind == "animated":
+        return animated(str(rng.choice(["PNG", "WEBP"])), int(rng.integers(2, 4))), (32, 32)
+    if kind == "forged_jpeg":  # a real 8x8 JPEG claiming more: refused or decoded with filler, never a crash
+        w, h = int(rng.integers(8, 65_536)), int(rng.integers(8, 65_536))
+        return jpeg_claiming(w, h), (w, h)
     if kind == "garbage":
         return rng.integers(0, 256, int(rng.integers(1, 300)), dtype=np.uint8).tobytes(), (1, 1)
     if kind == "bomb":

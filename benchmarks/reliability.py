@@ -1,11 +1,14 @@
 """The reliability campaign against a real local stack (Triton + gateway), as a careful tester
 would run it: fuzzed requests and streams, the metrics endpoint under hostile labels, a soak at
-~80 % of measured capacity with the gateway's memory per minute, Triton SIGKILLed under load and
-restarted, and the gateway SIGTERMed under load. Writes results/reliability/{report.md,
-metrics.json, soak.png}.
+~80 % of measured capacity with the gateway's memory per minute, a burst of maximum-pixel
+requests, the loop's stall under tiny files of many megapixels and hint floods, bytes that are
+not a protobuf against health and reflection (`benchmarks/hostile.py`), Triton frozen and then
+SIGKILLed under load, and the gateway SIGTERMed under load. Writes
+results/reliability/{report.md, metrics.json, soak.png}.
 
-    python -m benchmarks.reliability                      # the full campaign, ~20 min
-    python -m benchmarks.reliability --fuzz 300 --soak-minutes 1 --out results/tmp/rel   # a quick look
+    python -m benchmarks.reliability                      # the full campaign, ~25 min
+    python -m benchmarks.reliability --fuzz 300 --soak-minutes 1 --burst-settle-s 10 --freeze-s 5 \
+        --out results/tmp/rel                             # a quick look
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from benchmarks import fuzzing, load
+from benchmarks import fuzzing, hostile, load
 from benchmarks.reliability_report import Targets, plot_soak, render
 from benchmarks.workload import CHANNEL_OPTIONS
 from service import triton_local
 from service.api import pb, pb_grpc
+from service.settings import GatewayConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,6 +49,9 @@ class Config:
     soak_load: float = 0.8  # share of measured capacity
     capacity_s: float = 20.0
     seed: int = 0
+    burst: int = 12  # maximum-pixel requests at once
+    burst_settle_s: float = 60.0  # after the burst, before the gateway's RSS is read again
+    freeze_s: float = 40.0  # Triton SIGSTOPped: longer than the gateway's default bound on a Triton call
     out: Path = ROOT / "results" / "reliability"
 
 
@@ -267,6 +274,14 @@ async def campaign(stack: triton_local.Stack, cfg: Config, progress) -> dict:
     rate = cfg.soak_load * res["capacity_rps"]
     progress(f"soak: {rate:.1f} req/s ({cfg.soak_load:.0%} of {res['capacity_rps']:.1f}) for {cfg.soak_minutes} min")
     res["soak"] = await soak(stack, cfg, rate)
+    progress(f"burst: {cfg.burst} maximum-pixel requests at once, then {cfg.burst_settle_s:.0f} s")
+    res["burst"] = await hostile.memory_burst(stack, cfg.burst, cfg.burst_settle_s)
+    progress("loop stall: health checks while tiny files of 40 Mpx and hint floods are processed")
+    res["loop_stall"] = await hostile.loop_stall(stack.address)
+    progress("bytes that are not a protobuf against health and reflection")
+    res["not_protobuf"] = await hostile.not_protobuf(stack.address, seed=cfg.seed)
+    progress(f"Triton frozen (SIGSTOP) for {cfg.freeze_s:.0f} s under callers without a deadline")
+    res["triton_frozen"] = await hostile.frozen_triton(stack, GatewayConfig.triton_timeout_s, cfg.freeze_s)
     progress("Triton SIGKILLed under load, then restarted")
     res["triton_kill"] = await kill_triton(stack, cfg)
     progress("gateway SIGTERMed under load")

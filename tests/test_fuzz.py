@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from benchmarks import fuzzing
 from service.api import pb, pb_grpc
 from service.triton_local import serving_stack
 
@@ -30,9 +31,18 @@ def encoded(image: np.ndarray, fmt: str) -> bytes:
 
 @st.composite
 def image_bytes(draw) -> bytes:
-    kind = draw(st.sampled_from(["png", "jpeg", "webp", "garbage", "truncated", "empty"]))
+    kind = draw(st.sampled_from(["png", "jpeg", "webp", "garbage", "truncated", "empty", "trns", "one_bit",
+                                 "animated", "forged_jpeg"]))  # fmt: skip
     if kind == "empty":
         return b""
+    if kind == "trns":
+        return fuzzing.palette_png_with_long_trns(draw(st.integers(3, 400)))
+    if kind == "one_bit":
+        return fuzzing.one_bit_png(draw(st.integers(1, 2000)), draw(st.integers(1, 2000)))
+    if kind == "animated":
+        return fuzzing.animated(draw(st.sampled_from(["PNG", "WEBP"])), draw(st.integers(2, 3)))
+    if kind == "forged_jpeg":
+        return fuzzing.jpeg_claiming(draw(st.integers(8, 65535)), draw(st.integers(8, 65535)))
     if kind == "garbage":
         return draw(st.binary(min_size=1, max_size=300))
     w, h = draw(st.integers(1, 300)), draw(st.integers(1, 300))
