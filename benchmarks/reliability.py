@@ -50,6 +50,7 @@ class Config:
     capacity_s: float = 20.0
     seed: int = 0
     burst: int = 12  # maximum-pixel requests at once
+    stall_rounds: int = 3  # rounds of tiny 40-Mpx files and hint floods while the loop's stall is measured
     burst_settle_s: float = 60.0  # after the burst, before the gateway's RSS is read again
     freeze_s: float = 40.0  # Triton SIGSTOPped: longer than the gateway's default bound on a Triton call
     out: Path = ROOT / "results" / "reliability"
@@ -277,7 +278,7 @@ async def campaign(stack: triton_local.Stack, cfg: Config, progress) -> dict:
     progress(f"burst: {cfg.burst} maximum-pixel requests at once, then {cfg.burst_settle_s:.0f} s")
     res["burst"] = await hostile.memory_burst(stack, cfg.burst, cfg.burst_settle_s)
     progress("loop stall: health checks while tiny files of 40 Mpx and hint floods are processed")
-    res["loop_stall"] = await hostile.loop_stall(stack.address)
+    res["loop_stall"] = await hostile.loop_stall(stack.address, cfg.stall_rounds)
     progress("bytes that are not a protobuf against health and reflection")
     res["not_protobuf"] = await hostile.not_protobuf(stack.address, seed=cfg.seed)
     progress(f"Triton frozen (SIGSTOP) for {cfg.freeze_s:.0f} s under callers without a deadline")

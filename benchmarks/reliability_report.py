@@ -5,8 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from benchmarks.fuzzing import EXPECTED
+from service.admission import BYTES_PER_PIXEL
+from service.settings import GatewayConfig
 
 MIN_FUZZ = 10_000
+STALL_MS = 50  # a parallel health check while tiny files of 40 Mpx and hint floods are processed
+RSS_SETTLED = 0.20  # the gateway's RSS a minute after a burst, against its baseline
 RECOVERY_S = 2.0  # first success after Triton is ready again
 RSS_GROWTH = 0.05  # gateway RSS growth over the soak, after its first minute
 METRICS_GROWTH = 0.01  # /metrics growth over 300 calls with new 10 kB variant names
@@ -21,6 +25,9 @@ class Targets:
     @staticmethod
     def evaluate(res: dict) -> list[Targets]:
         fz, tk, dr, sk = res["fuzz"], res["triton_kill"], res["drain"], res["soak"]
+        st, bu, fr, npb = res["loop_stall"], res["burst"], res["triton_frozen"], res["not_protobuf"]
+        ceiling = bu["baseline_mb"] + BYTES_PER_PIXEL * GatewayConfig().pixels_in_flight / 2**20
+        np_codes = {code for tally in npb.values() for code in tally}
         answers = {k: v for part in fz["tally"].values() for k, v in part.items()}
         n = sum(fz["tally"]["request"].values()) + sum(fz["tally"]["raw"].values())
         bad = {k: v for k, v in answers.items() if k not in EXPECTED}
@@ -53,6 +60,46 @@ class Targets:
                 f"/metrics bounded: grows < {METRICS_GROWTH:.0%} over 300 calls with new 10 kB variant names",
                 f"{sizes['after'] / 1e3:.1f} -> {sizes['after_label_attack'] / 1e3:.1f} kB",
                 sizes["after_label_attack"] < (1 + METRICS_GROWTH) * sizes["after"],
+            ),
+            Targets(
+                f"loop: a parallel health check answers within {STALL_MS} ms under tiny 40-Mpx files and hint floods",
+                f"max {st['under_bombs']['max_ms']:.0f} ms, p99 {st['under_bombs']['p99_ms']:.0f} ms "
+                f"(idle max {st['idle']['max_ms']:.0f} ms)",
+                st["under_bombs"]["max_ms"] <= STALL_MS,
+            ),
+            Targets(
+                "loop: the bombs answered OK, the hint floods INVALID_ARGUMENT",
+                "; ".join(f"{k}: {_codes(v)}" for k, v in st["codes"].items()),
+                set(st["codes"]["hint_flood"]) == {"INVALID_ARGUMENT"}
+                and all(set(v) == {"OK"} for k, v in st["codes"].items() if k != "hint_flood"),
+            ),
+            Targets(
+                f"burst of {bu['n']} maximum-pixel requests: gateway peak RSS under the stated ceiling",
+                f"{bu['baseline_mb']:.0f} -> peak {bu['peak_mb']:.0f} MB (ceiling {ceiling:.0f} MB); "
+                f"{_codes(bu['codes'])}",
+                bu["peak_mb"] <= ceiling and set(bu["codes"]) == {"OK"},
+            ),
+            Targets(
+                f"burst: RSS within {RSS_SETTLED:.0%} of its baseline {bu['settle_s']:.0f} s after",
+                f"{bu['after_mb']:.0f} MB ({bu['after_mb'] / bu['baseline_mb'] - 1:+.0%})",
+                bu["after_mb"] <= (1 + RSS_SETTLED) * bu["baseline_mb"],
+            ),
+            Targets(
+                f"Triton frozen {fr['freeze_s']:.0f} s: calls without a deadline end within the "
+                f"{fr['bound_s']:g} s bound",
+                f"longest {fr['longest_call_s']:.1f} s; {_codes(fr['codes_during'])}",
+                fr["longest_call_s"] <= fr["bound_s"] + 2,
+            ),
+            Targets(
+                "Triton frozen: health NOT_SERVING, then SERVING after it thaws",
+                f"NOT_SERVING after {fr['not_serving_after_s']:.1f} s; SERVING "
+                f"{fr['serving_again_after_thaw_s']:.1f} s after SIGCONT",
+                fr["not_serving_after_s"] <= 5,
+            ),
+            Targets(
+                "non-protobuf bytes to health and reflection: INVALID_ARGUMENT",
+                "; ".join(f"{k.rsplit('/', 1)[-1]}: {_codes(v)}" for k, v in npb.items()),
+                np_codes == {"INVALID_ARGUMENT"},
             ),
             Targets(
                 "Triton down: only UNAVAILABLE",
@@ -99,6 +146,7 @@ def _codes(d: dict[str, int]) -> str:
 
 def render(res: dict) -> str:
     fz, tk, dr, sk, cfg = res["fuzz"], res["triton_kill"], res["drain"], res["soak"], res["config"]
+    st, bu, fr = res["loop_stall"], res["burst"], res["triton_frozen"]
     targets = [Targets(**t) for t in res["targets"]]
     lines = [
         "# Reliability campaign",
@@ -140,6 +188,23 @@ def render(res: dict) -> str:
             f"{m['gateway_rss_mb']:.1f} | {m['triton_rss_mb']:.0f} |"
             for m in sk["minutes"]
         ],
+        "",
+        "## Hostile load (`benchmarks/hostile.py`)",
+        "",
+        f"- Loop stall: a health check back to back from another process, idle (p50 {st['idle']['p50_ms']:.1f} ms, "
+        f"max {st['idle']['max_ms']:.0f} ms) and while 40-Mpx 1-bit PNGs "
+        f"({st['bytes']['one_bit_png']:,} bytes), 40-Mpx WebPs ({st['bytes']['webp']:,} bytes) "
+        f"and {st['bytes']['hint_flood'] / 2**20:.0f}-MB hint lists were sent two at a time (p50 "
+        f"{st['under_bombs']['p50_ms']:.1f} ms, p99 {st['under_bombs']['p99_ms']:.0f} ms, "
+        f"max {st['under_bombs']['max_ms']:.0f} ms over {st['under_bombs']['n']} checks).",
+        f"- Burst: {bu['n']} requests of {bu['pixels'] / 1e6:.0f} Mpx ({bu['sketch_bytes']:,}-byte "
+        f"1-bit PNGs, JPEG answers at their size) at once, done in {bu['seconds']:.1f} s: gateway RSS "
+        f"{bu['baseline_mb']:.0f} MB before, {bu['peak_mb']:.0f} MB at the peak, "
+        f"{bu['after_mb']:.0f} MB {bu['settle_s']:.0f} s after.",
+        f"- Triton frozen (SIGSTOP of its process group) for {fr['freeze_s']:.0f} s under 4 callers "
+        f"without a deadline: {fr['calls_during']} calls then, {_codes(fr['codes_during'])}; "
+        f"the longest took {fr['longest_call_s']:.1f} s (the gateway's bound: "
+        f"{fr['bound_s']:g} s).",
         "",
         "## Triton SIGKILLed under load",
         "",

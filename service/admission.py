@@ -17,6 +17,10 @@ import logging
 from collections import deque
 
 log = logging.getLogger("sketch2color.admission")
+# What one pixel in flight costs the gateway at its peak (decoded sketch, the answer at the
+# sketch's size, its encoding): the memory ceiling is the baseline plus this times the budget.
+# Measured in results/reliability/report.md, with a margin.
+BYTES_PER_PIXEL = 12
 
 
 class PixelBudget:

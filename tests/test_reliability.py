@@ -104,6 +104,37 @@ def passing_result() -> dict:
             "codes_accepted": {"OK": 40},
             "codes_after_sigterm": {"UNAVAILABLE": 9},
         },
+        "loop_stall": {
+            "idle": {"n": 300, "p50_ms": 1.8, "p99_ms": 3.0, "max_ms": 5.0},
+            "under_bombs": {"n": 700, "p50_ms": 2.0, "p99_ms": 30.0, "max_ms": 45.0},
+            "codes": {"one_bit_png": {"OK": 6}, "webp": {"OK": 6}, "hint_flood": {"INVALID_ARGUMENT": 6}},
+            "bytes": {"one_bit_png": 12214, "webp": 1586, "hint_flood": 33553402},
+        },
+        "burst": {
+            "n": 12,
+            "pixels": 39992976,
+            "sketch_bytes": 12214,
+            "codes": {"OK": 12},
+            "seconds": 12.0,
+            "baseline_mb": 90.0,
+            "peak_mb": 900.0,
+            "after_mb": 95.0,
+            "settle_s": 60.0,
+        },  # fmt: skip
+        "triton_frozen": {
+            "bound_s": 30.0,
+            "freeze_s": 40.0,
+            "calls_during": 12,
+            "codes_during": {"UNAVAILABLE": 12},
+            "longest_call_s": 30.1,
+            "not_serving_after_s": 2.4,
+            "serving_again_after_thaw_s": 0.2,
+            "codes_total": {},
+        },  # fmt: skip
+        "not_protobuf": {
+            "/grpc.health.v1.Health/Check": {"INVALID_ARGUMENT": 100},
+            "/grpc.health.v1.Health/Watch": {"INVALID_ARGUMENT": 100},
+        },  # fmt: skip
         "after_shutdown": dict(stats),
         "machine": {"cpus": 2, "python": "3.11"},
     }
@@ -122,6 +153,13 @@ BREAKAGES = {
     "calls after it": lambda r: r["drain"]["codes_after_sigterm"].update(CANCELLED=2),
     "soak: 0 errors": lambda r: r["soak"]["codes"].update(DEADLINE_EXCEEDED=1),
     "RSS growth": lambda r: r["soak"].update(gateway_rss_growth=0.08),
+    "within 50 ms": lambda r: r["loop_stall"]["under_bombs"].update(max_ms=400.0),
+    "hint floods INVALID_ARGUMENT": lambda r: r["loop_stall"]["codes"]["hint_flood"].update(UNKNOWN=1),
+    "under the stated ceiling": lambda r: r["burst"].update(peak_mb=2700.0),
+    "of its baseline": lambda r: r["burst"].update(after_mb=950.0),
+    "calls without a deadline end": lambda r: r["triton_frozen"].update(longest_call_s=40.0),
+    "health NOT_SERVING": lambda r: r["triton_frozen"].update(not_serving_after_s=float("nan")),
+    "non-protobuf bytes": lambda r: r["not_protobuf"]["/grpc.health.v1.Health/Watch"].update(UNKNOWN=3),
 }
 
 
@@ -150,6 +188,14 @@ def test_a_small_campaign_runs_end_to_end_and_writes_its_report(tmp_path):
             "0.25",
             "--capacity-s",
             "3",
+            "--burst",
+            "2",
+            "--burst-settle-s",
+            "2",
+            "--stall-rounds",
+            "1",
+            "--freeze-s",
+            "4",
             "--out",
             str(out),
         ]
@@ -158,9 +204,12 @@ def test_a_small_campaign_runs_end_to_end_and_writes_its_report(tmp_path):
     missed = {t for t, met in verdicts.items() if not met}
     # The size is small on purpose; recovery time is a benchmark figure, not something a busy test
     # machine can promise. Everything else must hold even in a small campaign.
+    # So are the loop's stall and the RSS a moment after a burst, on a machine busy with the campaign.
     assert ">= 10,000 fuzzed calls" in missed and missed <= {
         ">= 10,000 fuzzed calls",
         "first success <= 2 s after Triton is ready",
+        "loop: a parallel health check answers within 50 ms under tiny 40-Mpx files and hint floods",
+        "burst: RSS within 20% of its baseline 2 s after",
     }, missed
     assert sum(sum(v.values()) for v in res["fuzz"]["tally"].values()) >= 150
     assert json.loads((out / "metrics.json").read_text())["drain"]["exit_code"] == 0
