@@ -24,7 +24,7 @@ from .integration import ROOT, wait_for_health
 from .test_gateway_errors import big_sketch, metric_value
 
 pytestmark = pytest.mark.integration
-STALL_BOUND_S = 0.25  # the unfixed gateway held a parallel health check 0.4-1.3 s on such requests
+STALL_BOUND_S = 0.4  # the unfixed gateway held it 0.4-1.3 s per image and ~0.8 s per such flood; CI is shared
 
 
 class HealthProbe(threading.Thread):
