@@ -24,7 +24,7 @@ import uvloop
 
 from contract import wire
 from service import security, triton_local
-from service.gateway import serve
+from service.server import serve
 from service.settings import config_from_args, setup_logging
 
 log = logging.getLogger("sketch2color.stack")
