@@ -13,7 +13,7 @@ dependency costs only that part:
    on the device), widths 16 and 64, batch 32 (`benchmarks.train_throughput.measure_loop`).
 4. ``serving`` (150 s): Triton on the model repository (a GPU instance where Triton sees a GPU)
    behind the gateway: parity of Triton's output with the in-process float32 generator (within
-   1/255 per pixel), then direct vs gateway latency at c = 1/16/64 (`benchmarks.latency`).
+   1/255 per pixel), then direct vs gateway latency at c = 1/16/64 on the same stack (`benchmarks.latency`).
 
 Then ``<out>/report.md`` gathers what came back. Nothing is downloaded: the machine needs this
 repository, its Python dependencies and (optionally) the prepared OpenMoji cache for real
@@ -174,7 +174,7 @@ def part_serving(out: Path, args) -> dict:
                             "tolerance": PARITY_TOLERANCE,
                             "ok": bool(served.size == reference.size and diff.max() <= PARITY_TOLERANCE)}  # fmt: skip
         write_json(out / "serving.json", result)
-    res = L.run(cfg, ["--variant", args.variant])  # its own Triton + gateway, its own report under latency/
+        res = L.run(cfg, ["--variant", args.variant], stack=stack)  # its own report under latency/
     result["latency"] = {
         "in_process": [vars(p) if not isinstance(p, dict) else p for p in res.in_process],
         "points": [{"path": p.path, "c": p.concurrency, "p50_ms": p.p50_ms, "p99_ms": p.p99_ms,

@@ -277,8 +277,9 @@ def format_point(p: Point) -> str:
 # ---------------------------------------------------------------------------------- main
 
 
-def run(cfg: LatencyConfig, argv: list[str] | None = None) -> LatencyResults:
-    """The whole benchmark: start the stack, measure the three paths, write the report."""
+def run(cfg: LatencyConfig, argv: list[str] | None = None, stack=None) -> LatencyResults:
+    """The whole benchmark: start the stack (or use `stack`, one `serving_stack` already up with
+    cfg's repository, threads and processes), measure the three paths, write the report."""
     weights = cfg.repository / cfg.variant / "1" / wire.WEIGHTS_FILE
     if not weights.exists():
         raise SystemExit(f"{weights} not found: export the variant first (python -m training.export ...)")
@@ -293,7 +294,8 @@ def run(cfg: LatencyConfig, argv: list[str] | None = None) -> LatencyResults:
     profile_raw = cfg.out / "gateway_profile.txt"
     profile_raw.unlink(missing_ok=True)
     gateway_args = ("--log-level", "WARNING", "--processes", str(cfg.processes))
-    with serving_stack(cfg.repository, cfg.log_dir, cfg.threads, gateway_args=gateway_args) as stack:
+    started = serving_stack(cfg.repository, cfg.log_dir, cfg.threads, gateway_args=gateway_args)
+    with started if stack is None else nullcontext(stack) as stack:
         model = asyncio.run(model_info(stack.ports.grpc_url, cfg.variant))
         # Triton and the gateway are idle now: the in-process forward has the cores to itself
         # (apart from whatever else runs on the machine).

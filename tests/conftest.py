@@ -62,9 +62,11 @@ def trained_checkpoint(tmp_path_factory, tiny_train_config) -> Callable[[str], P
     return get
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def stack(tmp_path_factory):
-    """Triton on the shipped repository and a gateway, one pair per test module that asks."""
+    """Triton on the shipped repository and a gateway, one pair for the whole session (a start
+    loads five models into two instances each: ~45 s on 2 cores). Tests that stop, freeze or
+    drain a server start their own; checks on counters compare before and after."""
     from service.triton_local import serving_stack
 
     from .integration import GATEWAY_ARGS, REPOSITORY

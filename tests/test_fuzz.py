@@ -14,9 +14,6 @@ from PIL import Image
 
 from benchmarks import fuzzing
 from service.api import pb, pb_grpc
-from service.triton_local import serving_stack
-
-from .integration import GATEWAY_ARGS, REPOSITORY
 
 pytestmark = pytest.mark.integration
 EXPECTED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
@@ -76,11 +73,10 @@ requests = st.builds(
 
 
 @pytest.fixture(scope="module")
-def stub(tmp_path_factory):
-    with serving_stack(REPOSITORY, tmp_path_factory.mktemp("fuzz"), gateway_args=GATEWAY_ARGS) as stack:
-        with grpc.insecure_channel(stack.address) as channel:
-            yield pb_grpc.ColorizerStub(channel)
-        assert stack.gateway.poll() is None  # still alive after everything
+def stub(stack):
+    with grpc.insecure_channel(stack.address) as channel:
+        yield pb_grpc.ColorizerStub(channel)
+    assert stack.gateway.poll() is None  # still alive after everything
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,

@@ -86,8 +86,10 @@ def test_a_cancelled_stream_stops_its_pending_items_and_counts_them_cancelled(st
     done = {code: count(code) - before[code] for code in before}
 
     # The items the gateway had read (not necessarily all 12: the rest were still in transit) end
-    # CANCELLED, but for the one answered and at most one that finished as the stream ended.
-    assert done["CANCELLED"] >= 1 and 1 <= done["OK"] <= 2, done
+    # CANCELLED, but for the one answered and the few coloured side by side with it (the pixel
+    # budget lets several run at once; a slow machine finishes more of them before the cancel).
+    assert done["CANCELLED"] >= 1 and 1 <= done["OK"] <= items // 2, done
+    assert done["OK"] + done["CANCELLED"] <= items, done
 
 
 def test_a_frozen_triton_ends_calls_without_a_deadline_within_the_gateways_bound_and_health_shows_it(stack, tmp_path):

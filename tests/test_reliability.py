@@ -185,7 +185,7 @@ def test_a_small_campaign_runs_end_to_end_and_writes_its_report(tmp_path):
             "--streams",
             "6",
             "--soak-minutes",
-            "0.25",
+            "0.15",
             "--capacity-s",
             "3",
             "--burst",

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.triton_local import free_port, serving_stack, stop_process
+from service.triton_local import free_port, stop_process
 
-from .integration import GATEWAY_ARGS, REPOSITORY, ROOT
+from .integration import ROOT
 
 pytestmark = pytest.mark.integration
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -46,14 +46,12 @@ def start_web(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, str]:
 
 
 @pytest.fixture(scope="module")
-def page_url(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("web")
-    with serving_stack(REPOSITORY, tmp, gateway_args=GATEWAY_ARGS) as stack:
-        proc, url = start_web(tmp, "--gateway-url", stack.address)
-        try:
-            yield url
-        finally:
-            stop_process(proc)
+def page_url(tmp_path_factory, stack):
+    proc, url = start_web(tmp_path_factory.mktemp("web"), "--gateway-url", stack.address)
+    try:
+        yield url
+    finally:
+        stop_process(proc)
 
 
 @pytest.fixture(scope="module")
