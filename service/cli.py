@@ -30,6 +30,9 @@ def colorize(args: argparse.Namespace, client: ColorizerClient) -> int:
         print(f"{out} ({response.width}x{response.height}, {response.variant} {response.model_version}, "
               f"{response.timings.total_ms:.0f} ms)")  # fmt: skip
         return 0
+    if not source.exists():
+        print(f"{source}: no such file or folder", file=sys.stderr)
+        return 2
     files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         print(f"no PNG, JPEG or WebP files under {source}", file=sys.stderr)

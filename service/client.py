@@ -23,16 +23,23 @@ FORMATS = {"png": pb.IMAGE_FORMAT_PNG, "jpeg": pb.IMAGE_FORMAT_JPEG, "jpg": pb.I
 
 
 def parse_color(text: str) -> pb.Color:
-    """'#ff8800', '#f80', 'ff8800' or '255,136,0' -> Color."""
+    """'#ff8800', '#f80', 'ff8800', '255,136,0' or a CSS colour name ('red', 'steelblue') -> Color."""
     t = text.strip().lstrip("#")
-    if "," in t:
-        r, g, b = (int(v) for v in t.split(","))
-    elif len(t) == 3:
-        r, g, b = (int(ch * 2, 16) for ch in t)
-    elif len(t) == 6:
-        r, g, b = (int(t[i : i + 2], 16) for i in (0, 2, 4))
-    else:
-        raise ValueError(f"colour {text!r}: use #rrggbb or r,g,b")
+    usage = f"colour {text!r}: use #rrggbb, #rgb, r,g,b or a CSS colour name"
+    try:
+        if "," in t:
+            r, g, b = (int(v) for v in t.split(","))
+        elif len(t) in (3, 6) and all(ch in "0123456789abcdefABCDEF" for ch in t):
+            step = len(t) // 3
+            r, g, b = (int(t[i : i + step] * (2 // step), 16) for i in range(0, len(t), step))
+        else:
+            from PIL import ImageColor  # its table is the CSS3 list of 147 names
+
+            r, g, b = ImageColor.getrgb(t.lower())[:3]
+    except ValueError:
+        raise ValueError(usage) from None
+    if not all(0 <= v <= 255 for v in (r, g, b)):
+        raise ValueError(f"colour {text!r}: each channel is 0..255")
     return pb.Color(r=r, g=g, b=b)
 
 

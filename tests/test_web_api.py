@@ -38,7 +38,7 @@ def test_json_becomes_the_request_the_gateway_would_get_from_any_client():
         ({"sketch": "%%%"}, "not valid base64"),
         ({"sketch": 12}, "base64 string"),
         ({"sketch": "", "hints": [{"x": 0.1, "color": "#fff"}]}, "hints[0]"),
-        ({"sketch": "", "hints": [{"x": 0.1, "y": 0.1, "color": "purple"}]}, "hints[0]"),
+        ({"sketch": "", "hints": [{"x": 0.1, "y": 0.1, "color": "purpleish"}]}, "hints[0]"),
         ({"sketch": "", "output_format": "gif"}, "output_format"),
     ],
 )
