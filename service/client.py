@@ -24,20 +24,17 @@ FORMATS = {"png": pb.IMAGE_FORMAT_PNG, "jpeg": pb.IMAGE_FORMAT_JPEG, "jpg": pb.I
 
 def parse_color(text: str) -> pb.Color:
     """'#ff8800', '#f80', 'ff8800', '255,136,0' or a CSS colour name ('red', 'steelblue') -> Color."""
-    t = text.strip().lstrip("#")
-    usage = f"colour {text!r}: use #rrggbb, #rgb, r,g,b or a CSS colour name"
+    from PIL import ImageColor  # hex forms and the CSS3 table of 147 names
+
+    t = text.strip()
     try:
         if "," in t:
             r, g, b = (int(v) for v in t.split(","))
-        elif len(t) in (3, 6) and all(ch in "0123456789abcdefABCDEF" for ch in t):
-            step = len(t) // 3
-            r, g, b = (int(t[i : i + step] * (2 // step), 16) for i in range(0, len(t), step))
         else:
-            from PIL import ImageColor  # its table is the CSS3 list of 147 names
-
-            r, g, b = ImageColor.getrgb(t.lower())[:3]
+            is_hex = len(t) in (3, 6) and all(ch in "0123456789abcdefABCDEF" for ch in t)
+            r, g, b = ImageColor.getrgb(f"#{t}" if is_hex else t.lower())[:3]
     except ValueError:
-        raise ValueError(usage) from None
+        raise ValueError(f"colour {text!r}: use #rrggbb, #rgb, r,g,b or a CSS colour name") from None
     if not all(0 <= v <= 255 for v in (r, g, b)):
         raise ValueError(f"colour {text!r}: each channel is 0..255")
     return pb.Color(r=r, g=g, b=b)
