@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from benchmarks.quality_plan import Example, HintSetting
+from contract import batch as B
 from contract import hints as H
 from contract.wire import WEIGHTS_FILE
 from training.export import load_exported
@@ -31,12 +32,15 @@ class Backend(Protocol):
 
 
 class InProcess:
-    """The exported generators, loaded here: the numbers the model card quotes."""
+    """The exported generators, loaded here, answering as served (`contract.batch.generate`): the
+    numbers the model card quotes. ``confine=False`` takes the network's answer alone, to measure
+    what keeping hints in their regions changes."""
 
     name = "in-process (training.export.load_exported)"
 
-    def __init__(self, repository: Path):
+    def __init__(self, repository: Path, confine: bool = True):
         self.repository = repository
+        self.confine = confine
         self.models: dict[str, torch.nn.Module] = {}
 
     def colorize(self, variant: str, setting: HintSetting, examples: Sequence[Example]) -> np.ndarray:
@@ -44,7 +48,7 @@ class InProcess:
             self.models[variant] = load_exported(self.repository / variant / "1" / WEIGHTS_FILE)
         x = torch.from_numpy(np.stack([e.encoded(setting) for e in examples]))  # (B, C, 128, 128) in [-1, 1]
         with torch.inference_mode():
-            y = self.models[variant](x).numpy()  # (B, 3, 128, 128) in [-1, 1]
+            y = B.generate(self.models[variant], setting.kind, x, confine=self.confine).numpy()  # (B, 3, 128, 128)
         return H.from_unit(y.transpose(0, 2, 3, 1))
 
 

@@ -11,6 +11,7 @@ where image b has the hints k with valid[b, k], in order (a later hint paints ov
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,6 +126,54 @@ def encode_wire(kind: H.HintKind, sketch: torch.Tensor, hints: torch.Tensor | No
     return torch.from_numpy(np.stack(parts)).to(sketch.device)
 
 
+def reach(x: torch.Tensor, radius: float | None = None) -> torch.Tensor:
+    """How far a ``points`` input's hints may change the output: (B, 1, H, W) in [0, 1].
+
+    1 up to `radius` px (chessboard steps, each a 3x3 max-pool) from the hint squares through the
+    regions they fill, fading to 0 over HINT_FADE_PX more, then e^(-d / HINT_REACH_PX) beyond the
+    regions' edges: the colour fades across the bounding line instead of stopping at a seam.
+    """
+    radius = H.HINT_RADIUS_PX if radius is None else radius
+    budget = radius + H.HINT_FADE_PX
+    passable = torch.maximum(x[:, 10:11], x[:, 6:7]).float()
+    s = x[:, 6:7].float() * budget  # px of travel left: spent one per step, only inside the hinted regions
+    for _ in range(int(budget)):
+        s = torch.maximum(s, (F.max_pool2d(s, 3, stride=1, padding=1) - 1.0) * passable)
+    m = (s / H.HINT_FADE_PX).clamp(0.0, 1.0)
+    decay = math.exp(-1.0 / H.HINT_REACH_PX)
+    for _ in range(H.HINT_REACH_STEPS):
+        m = torch.maximum(m, decay * F.max_pool2d(m, 3, stride=1, padding=1))
+    return m
+
+
+def generate(generator, kind: H.HintKind, x: torch.Tensor, forward_batch: int = 256, confine: bool = True):
+    """The generator's answer (B, 3, H, W) in [-1, 1] to inputs `x`, as served.
+
+    A ``points`` input is answered twice, with its hints and without them (the same input with
+    channels 3.. zeroed is exactly the no-hint encoding), and the hinted answer is kept only
+    within `reach` of the hinted regions. The network alone lets one hint recolour a third of
+    the picture outside the hint's region (it reads a hint as evidence of the whole palette);
+    this way a hint colours its own region and everything else is left as it was without it.
+    ``confine=False`` gives the network's answer alone (to measure what confining changes).
+    """
+
+    def run(inputs: torch.Tensor) -> torch.Tensor:
+        return torch.cat([generator(chunk) for chunk in inputs.split(forward_batch)])
+
+    if not confine or H.HintKind(kind) is not H.HintKind.POINTS:
+        return run(x)
+    hinted = x[:, 6].flatten(1).amax(1) > 0
+    if not bool(hinted.any()):
+        return run(x)
+    plain = x[hinted].clone()
+    plain[:, 3:] = 0
+    y = run(torch.cat([x, plain]))
+    y, y_plain = y[: x.shape[0]], y[x.shape[0] :]
+    m = reach(x[hinted]).to(y.dtype)
+    y[hinted] = y_plain + m * (y[hinted] - y_plain)
+    return y
+
+
 def to_image(x: torch.Tensor) -> torch.Tensor:
     """Generator output (B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8, rounded as `hints.from_unit`."""
     return torch.round((x.float() + 1.0) * 127.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
@@ -137,24 +186,30 @@ def fill_regions(labels: torch.Tensor, points: PointBatch) -> tuple[torch.Tensor
     if k == 0:
         return torch.zeros(b, 3, SIZE, SIZE, device=device), torch.zeros(b, SIZE, SIZE, device=device)
     labels = labels.long().reshape(b, -1)
-    n = int(labels.max()) + 1
     rows, cols = points.rows.clamp(0, SIZE - 1), points.cols.clamp(0, SIZE - 1)
     under = torch.gather(labels, 1, rows * SIZE + cols)  # (B, K) region under each centre
-    slot = (torch.arange(b, device=device)[:, None] * n + under)[points.valid]  # integer sums: exact, any order
-    sums = torch.zeros(b * n, 3, dtype=torch.int64, device=device).index_add_(0, slot, points.rgb[points.valid])
-    counts = torch.zeros(b * n, dtype=torch.int64, device=device).index_add_(0, slot, torch.ones_like(slot))
-    counts.view(b, n)[:, 0] = 0  # lines are not a region
-    mean = unit(sums.float() / counts.clamp(min=1).float()[:, None]).view(b, n, 3).mT  # (B, 3, n), float32
-    hinted = torch.gather(counts.view(b, n) > 0, 1, labels)  # (B, HW)
+    for i in ((under == 0) & points.valid).any(1).nonzero().flatten().tolist():  # centres on lines: the reference
+        image = labels[i].view(SIZE, SIZE).cpu().numpy()
+        under[i] = torch.from_numpy(H.regions_under(image, rows[i].cpu().numpy(), cols[i].cpu().numpy())).to(device)
+    under = torch.where(points.valid, under, 0)  # padding fills nothing
     # Soft guess: the nearest hint to each cell centre, first hint on a tie (argmin's rule).
     centres = torch.as_tensor(H.soft_cell_centres(), device=device)
     d = (centres[None, None, :, None] - rows[..., None, None]) ** 2 + (
         centres[None, None, None, :] - cols[..., None, None]
     ) ** 2  # (B, K, cells, cells)
     d = torch.where(points.valid[..., None, None], d, torch.iinfo(torch.int64).max)
-    nearest = d.argmin(1).repeat_interleave(H.SOFT_CELL, 1).repeat_interleave(H.SOFT_CELL, 2).reshape(b, 1, -1)
-    soft = torch.gather(unit(points.rgb.mT), 2, nearest.expand(b, 3, -1))  # (B, 3, HW)
-    fill = torch.where(hinted[:, None], torch.gather(mean, 2, labels[:, None].expand(b, 3, -1)), soft)
+    nearest = d.argmin(1).repeat_interleave(H.SOFT_CELL, 1).repeat_interleave(H.SOFT_CELL, 2).reshape(b, -1)
+    # In a hinted region, the nearest of its own hints (strict <: the first hint wins a tie).
+    pix = torch.arange(SIZE * SIZE, device=device)
+    best = torch.full((b, SIZE * SIZE), torch.iinfo(torch.int64).max, device=device)
+    for k in range(points.rows.shape[1]):
+        dk = (pix // SIZE - rows[:, k : k + 1]) ** 2 + (pix % SIZE - cols[:, k : k + 1]) ** 2  # (B, HW)
+        own = (labels == under[:, k : k + 1]) & (under[:, k : k + 1] > 0)
+        closer = own & (dk < best)
+        best = torch.where(closer, dk, best)
+        nearest = torch.where(closer, k, nearest)
+    hinted = best < torch.iinfo(torch.int64).max
+    fill = torch.gather(unit(points.rgb.mT), 2, nearest[:, None].expand(b, 3, -1))  # (B, 3, HW)
     fill = torch.where(points.valid.any(1)[:, None, None], fill, 0.0)  # no hints: an all-zero fill
     return fill.reshape(b, 3, SIZE, SIZE), hinted.float().reshape(b, SIZE, SIZE)
 

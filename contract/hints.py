@@ -13,9 +13,11 @@ Kinds:
   describes, plus a fill (3) and its mask (1) = 11 channels. The fill is what a person with a
   paint bucket would do with the hints: each region enclosed by lines that holds a hint takes its
   colour (lines are thickened by one pixel first, so a 1-2 px gap in a sketch's line does not let
-  the colour leak out); elsewhere the colour of the nearest hint stands in, on a 4-px grid. It turns
-  a handful of dots into a dense colour guess, the way the ``blur`` hint is dense, so that a small
-  network learns to use sparse hints within an hour of CPU training.
+  the colour leak out; with several hints, each pixel its nearest one's); elsewhere the colour of
+  the nearest hint stands in, on a 4-px grid. It turns a handful of dots into a dense colour
+  guess, the way the ``blur`` hint is dense, so that a small network learns to use sparse hints
+  within an hour of CPU training. What a hint may change in the answer is bounded when it is
+  served (`contract.batch.generate`): its region, as far as HINT_RADIUS_PX from the hint.
 
 The ``points`` encoding is integer arithmetic up to one final float32 step, so the batched torch
 encoder that training runs on its device (`contract.batch`) makes bit-identical tensors.
@@ -51,6 +53,14 @@ LINE_THRESHOLD = 128  # sketch pixels darker than this are lines, which bound th
 LINE_GROW = 3  # lines are dilated by this square before regions are found: gaps of <= 2 px close
 SOFT_CELL = 4  # the nearest-hint guess is made per SOFT_CELL x SOFT_CELL cell (cheap, and only a guess)
 REGION_LINE_MARGIN = 2  # the region sampler keeps hints this many px away from lines
+# How far a served hint reaches (`batch.reach`): through its filled region (not across lines) up to
+# HINT_RADIUS_PX from the hint square, fading out over the next HINT_FADE_PX, then e^(-d / HINT_REACH_PX)
+# past the region's edge so no hard seam shows. A sketch whose lines do not close (a figure open at
+# the neck) is one region, and without the radius one blue hint on the shirt turned the face blue.
+HINT_RADIUS_PX = 32.0
+HINT_FADE_PX = 8.0
+HINT_REACH_PX = 1.5
+HINT_REACH_STEPS = 8  # e^(-8 / 1.5) = 0.005: nothing visible is cut off
 WHITE_LEVEL = 235  # a target pixel with every channel at or above this is background, not colour
 
 
@@ -185,6 +195,18 @@ def fill_labels(sketch: np.ndarray) -> np.ndarray:
     return labels.astype(np.int32)
 
 
+def regions_under(labels: np.ndarray, rows, cols) -> np.ndarray:
+    """The fill region under each hint centre (rows, cols in the image); for a centre on a line,
+    the nearest region's (Euclidean, scipy's tie order), so a hint placed on a line still fills."""
+    under = labels[rows, cols]
+    if (under == 0).any() and labels.max() > 0:
+        from scipy import ndimage
+
+        near = ndimage.distance_transform_edt(labels == 0, return_distances=False, return_indices=True)
+        under = labels[near[0][rows, cols], near[1][rows, cols]]
+    return under
+
+
 def soft_cell_centres() -> np.ndarray:
     """Row (= column) coordinate of each soft-guess cell's centre: (128 / SOFT_CELL,) int."""
     return np.arange(MODEL_SIZE // SOFT_CELL) * SOFT_CELL + SOFT_CELL // 2
@@ -193,30 +215,31 @@ def soft_cell_centres() -> np.ndarray:
 def fill_regions(labels: np.ndarray, points) -> tuple[np.ndarray, np.ndarray]:
     """The hints' colours spread over the image: (fill (H, W, 3) in [-1, 1], filled (H, W) 0/1).
 
-    A region that holds a hint's centre takes that hint's colour (the mean, if it holds several)
-    and is marked filled: the bucket fill a person would do. Everywhere else the fill is the
-    colour of the hint nearest to the pixel's 4x4 cell (a soft guess, marked 0; the first hint
-    wins a tie). Sums and distances are integers, so any implementation gets the same bits.
+    A region that holds a hint's centre is marked filled, and each of its pixels takes the colour
+    of the nearest hint in it (squared distance to the centre, the first hint on a tie): the bucket
+    fill a person would do, and with two hints in one region (skin on the face, blue on the shirt
+    of a figure whose lines do not close at the neck) each keeps its own side rather than both
+    taking their mean. A centre on a line counts for the nearest region. Everywhere else the fill
+    is the colour of the hint nearest to the pixel's 4x4 cell (a soft guess, marked 0; the first
+    hint wins a tie). Distances are integers, so any implementation gets the same bits.
     """
     if not points:
         return np.zeros((MODEL_SIZE, MODEL_SIZE, 3), np.float32), np.zeros((MODEL_SIZE, MODEL_SIZE), np.float32)
     rgb = np.array([p.rgb for p in points], np.int64)  # (K, 3)
     rows = np.clip([p.row for p in points], 0, MODEL_SIZE - 1)
     cols = np.clip([p.col for p in points], 0, MODEL_SIZE - 1)
-    n = int(labels.max()) + 1
-    under = labels[rows, cols]  # the region under each hint's centre; 0 (a line) fills none
-    sums = np.zeros((n, 3), np.int64)
-    np.add.at(sums, under, rgb)
-    counts = np.bincount(under, minlength=n)
-    counts[0] = 0
-    mean = _unit_rgb(sums.astype(np.float32) / np.maximum(counts, 1).astype(np.float32)[:, None])
+    under = regions_under(labels, rows, cols)
     # Soft guess: squared distances from each cell centre to each hint centre, nearest hint's colour.
     centres = soft_cell_centres()
     d = (centres[None, :, None] - rows[:, None, None]) ** 2 + (centres[None, None, :] - cols[:, None, None]) ** 2
     nearest = d.argmin(axis=0).repeat(SOFT_CELL, axis=0).repeat(SOFT_CELL, axis=1)  # (H, W) hint index
-    hinted = (counts > 0)[labels]
-    fill = np.where(hinted[:, :, None], mean[labels], _unit_rgb(rgb)[nearest])
-    return fill.astype(np.float32), hinted.astype(np.float32)
+    hinted = np.isin(labels, under[under > 0])
+    for region in np.unique(under[under > 0]):  # in each hinted region, the nearest of its own hints
+        ks = np.flatnonzero(under == region)
+        r, c = np.nonzero(labels == region)
+        d = (r[None] - rows[ks, None]) ** 2 + (c[None] - cols[ks, None]) ** 2  # (k, pixels)
+        nearest[r, c] = ks[d.argmin(axis=0)]
+    return _unit_rgb(rgb)[nearest].astype(np.float32), hinted.astype(np.float32)
 
 
 def point_from_target(target: np.ndarray, row: int, col: int, size: int) -> PointHint:

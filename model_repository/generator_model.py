@@ -5,7 +5,8 @@ Each ``<variant>/1/model.py`` links here; ``<variant>/1/generator.pt2`` holds th
 Requests carry the compact uint8 tensors of `contract.wire` (the sketch on the model grid, plus a
 hints table or a rough colour image); the model encodes a whole batch with `contract.batch`, the
 code training uses, so any Triton client gets what the gateway gets. The requests of a batch are
-stacked into forward passes of at most the instance kind's batch limit; a malformed request gets
+stacked into forward passes of at most the instance kind's batch limit (a hinted ``points`` input
+takes two, `contract.batch.generate`, so that its hints stay in their regions); a malformed request gets
 its own error response and the rest of the batch is still served. The answer is uint8 RGB.
 
 Tensors cross into and out of torch through DLPack, never numpy: on a GPU box the numpy path
@@ -95,8 +96,7 @@ class TritonPythonModel:
         hints, color = tensors.get(wire.HINTS), tensors.get(wire.COLOR_HINT)
         x = B.encode_wire(self.hint, sketch, hints, color)
         x = x.to(self.dtype).contiguous(memory_format=self.memory_format)
-        parts = [self.generator(chunk) for chunk in x.split(self.forward_batch)]
-        return B.to_image(torch.cat(parts))
+        return B.to_image(B.generate(self.generator, self.hint, x, self.forward_batch))
 
     @staticmethod
     def _error(message):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import torch
 
+from contract import batch as HB
 from contract import hints as H
 from contract.hints import HintKind, PointHint
 
@@ -162,9 +164,9 @@ def test_a_hint_fills_the_line_enclosed_region_under_it_with_its_colour(two_room
     assert np.allclose(fill[:, left], unit(rgb)[:, None], atol=1e-6)
 
 
-def test_each_region_takes_the_colour_of_its_own_hints_and_the_mean_of_several(two_rooms):
+def test_each_region_takes_its_own_hints_colours_each_pixel_the_nearest_hints(two_rooms):
     red, blue, white = (255, 0, 0), (0, 0, 255), (255, 255, 255)
-    points = [PointHint(50, 40, red), PointHint(80, 80, blue, 3), PointHint(40, 90, white, 1)]
+    points = [PointHint(50, 40, red), PointHint(80, 80, blue, 3), PointHint(40, 80, white, 1)]
 
     x = H.encode(HintKind.POINTS, two_rooms, points=points)
 
@@ -172,14 +174,21 @@ def test_each_region_takes_the_colour_of_its_own_hints_and_the_mean_of_several(t
     left, right, _ = rooms(two_rooms)
     assert np.all(filled[left | right] == 1.0)
     assert np.allclose(fill[:, left], unit(red)[:, None], atol=1e-6)
-    assert np.allclose(fill[:, right], ((unit(blue) + unit(white)) / 2)[:, None], atol=1e-6)
+    lower, upper = right.copy(), right.copy()
+    lower[:61], upper[60:] = False, False  # row 60 is as near the white hint (row 40) as the blue (row 80)
+    assert np.allclose(fill[:, lower], unit(blue)[:, None], atol=1e-6)
+    assert np.allclose(fill[:, upper], unit(white)[:, None], atol=1e-6)
+    assert np.allclose(fill[:, 60, 70], unit(blue), atol=1e-6)  # a tie: the first-listed hint of the two
 
 
-def test_a_hint_centred_on_a_line_fills_no_region(two_rooms):
-    x = H.encode(HintKind.POINTS, two_rooms, points=[PointHint(60, 64, (10, 200, 10), 5)])
+def test_a_hint_centred_on_a_line_fills_the_nearest_region(two_rooms):
+    # Column 63 is the thickened wall: the left room (from column 62) is 1 px away, the right (66) 3 px.
+    x = H.encode(HintKind.POINTS, two_rooms, points=[PointHint(60, 63, (10, 200, 10), 5)])
+    left, right, outside = rooms(two_rooms)
 
-    assert np.all(x[10] == 0.0)
-    assert np.all(x[6][58:63, 62:67] == 1.0)  # it is still shown as a hint
+    assert np.all(x[10][left] == 1.0)
+    assert np.all(x[10][right | outside] == 0.0)
+    assert np.all(x[6][58:63, 61:66] == 1.0)  # and it is shown as a hint
 
 
 def test_fill_outside_hinted_regions_is_the_colour_of_the_only_hint(two_rooms):
@@ -313,3 +322,47 @@ def test_region_points_fall_back_to_uniform_positions_on_a_white_target(two_room
 
     rows = np.array([p.row for p in points])
     assert len(points) == 300 and rows.min() < 20 and rows.max() > 108
+
+
+def spreading_generator(x: torch.Tensor) -> torch.Tensor:
+    """A stand-in network that does what the trained one was measured doing: every pixel takes the
+    mean hint colour of the whole input, plus the sketch (so the no-hint answer is not flat)."""
+    hint_mean = x[:, 3:6].mean(dim=(2, 3), keepdim=True)
+    return torch.tanh(0.5 * x[:, 0:3] + 4 * hint_mean)
+
+
+def test_served_hints_change_only_their_region_and_a_few_pixels_past_its_line(two_rooms):
+    hint = PointHint(64, 48, (10, 200, 10), 5)
+    hinted = torch.from_numpy(H.encode(HintKind.POINTS, two_rooms, points=[hint]))[None]
+    plain = torch.from_numpy(H.encode(HintKind.POINTS, two_rooms))[None]
+    left, right, outside = rooms(two_rooms)
+
+    served = HB.generate(spreading_generator, HintKind.POINTS, hinted)[0]
+    alone = spreading_generator(hinted)[0]
+    without = spreading_generator(plain)[0]
+
+    assert torch.equal(served[:, torch.from_numpy(left)], alone[:, torch.from_numpy(left)])
+    far = torch.from_numpy(right | outside) & (HB.reach(hinted)[0, 0] == 0)
+    assert far.sum() > 0.8 * (right | outside).sum()  # reach ends a few pixels past the room's walls
+    assert torch.equal(served[:, far], without[:, far])
+    assert not torch.allclose(alone[:, far], without[:, far])  # the network alone would recolour them
+
+
+def test_a_batch_mixing_hinted_and_unhinted_inputs_is_answered_row_by_row(two_rooms):
+    hinted = H.encode(HintKind.POINTS, two_rooms, points=[PointHint(64, 48, (10, 200, 10), 5)])
+    plain = H.encode(HintKind.POINTS, two_rooms)
+    batch = torch.from_numpy(np.stack([plain, hinted, plain]))
+
+    served = HB.generate(spreading_generator, HintKind.POINTS, batch, forward_batch=2)
+
+    assert torch.equal(served[0], spreading_generator(batch[:1])[0])
+    assert torch.equal(served[1], HB.generate(spreading_generator, HintKind.POINTS, batch[1:2])[0])
+    assert torch.equal(served[2], served[0])
+
+
+def test_unconfined_generation_is_the_network_alone(two_rooms):
+    hinted = torch.from_numpy(H.encode(HintKind.POINTS, two_rooms, points=[PointHint(64, 48, (10, 200, 10), 5)]))[None]
+
+    served = HB.generate(spreading_generator, HintKind.POINTS, hinted, confine=False)
+
+    assert torch.equal(served, spreading_generator(hinted))
