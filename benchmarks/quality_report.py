@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import hint_locality
+from benchmarks import hint_auc, hint_locality
 from benchmarks.baselines import BASELINES
 from benchmarks.image_metrics import METRIC_INFO, SSIM_PARAMS
 from benchmarks.quality_plan import (
@@ -152,6 +152,7 @@ def write_report(results: Results, out: Path, info: dict, metrics: Sequence[str]
         "![samples](samples.png)",
         "",
         *locality_section(results),
+        *hint_auc_section(results),
         "All numbers are in `metrics.json`.",
         "",
     ]
@@ -166,8 +167,16 @@ def locality_section(results: Results) -> list[str]:
     lines = ["## Hints that stay where they are put", "", what, "Definitions: `benchmarks/hint_locality.py`.", "",
              *hint_locality.report_lines(results.locality), ""]  # fmt: skip
     for name in results.locality:
-        lines += [f"![one hint's effect, {name}](hint_effect_{name}.png)", ""]
+        lines += [f"![one hint's effect, {name}]({hint_locality.sheet_file(name)})", ""]
     return lines
+
+
+def hint_auc_section(results: Results) -> list[str]:
+    """The outside protocol (`benchmarks.hint_auc`): Hint-AUC of dot hints, the oracle flat fill beside."""
+    if not results.hint_auc:
+        return []
+    what = hint_auc.__doc__.split("\n\n")[1].replace("\n", " ")
+    return ["## Hint-AUC (dot hints)", "", what, "", *hint_auc.report_lines(results.hint_auc), ""]
 
 
 def write_metrics_json(results: Results, out: Path, info: dict, metrics: Sequence[str]) -> None:
@@ -184,7 +193,7 @@ def write_metrics_json(results: Results, out: Path, info: dict, metrics: Sequenc
         rows.append(entry)
     payload = {**info, "ssim_params": SSIM_PARAMS, "psnr_cap_db": PSNR_CAP_DB, "hint_seed": HINT_SEED,
                "point_counts": list(POINT_COUNTS), "placements": list(PLACEMENTS), "rows": rows,
-               "hint_locality": results.locality}  # fmt: skip
+               "hint_locality": results.locality, "hint_auc": results.hint_auc}  # fmt: skip
     (out / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n")
 
 

@@ -10,6 +10,11 @@ Targets (the character-art issue), on the ``illustrations`` test split:
 - at every hint count it beats Levin 2004 and the nearest-hint fill given the same hints;
 - every variant beats returning the sketch by >= 2 dB (``guided`` with no hints);
 - ``pix2pix`` beats ``unet_l1`` on FID;
+- ``guided`` without hints scores at least ZERO_HINT_PSNR;
+- one region hint moves at most LOCALITY of the pixels outside its region by more than dE 10, and
+  10 region hints paint at most BLEED_PP points more pixels in a hint's colour where it does not
+  belong than no hints do (`benchmarks.hint_locality`);
+- its Hint-AUC of PSNR (dot hints) beats hintauc's oracle flat fill by HINT_AUC_MARGIN dB;
 and on OpenMoji no variant loses more than 0.5 dB of PSNR against ``--reference`` (older weights).
 """
 
@@ -21,6 +26,7 @@ from pathlib import Path
 
 POINTS = (0, 1, 2, 5, 10, 20, 50)
 GAIN_10, GAIN_50, BEAT_SKETCH, MAX_LOSS = 3.0, 5.0, 2.0, 0.5
+ZERO_HINT_PSNR, LOCALITY, BLEED_PP, HINT_AUC_MARGIN = 15.08, 0.10, 1.0, 2.0
 
 
 def folder(out: Path, source: str) -> Path:
@@ -44,10 +50,28 @@ def check(name: str, value: float, bound: float, at_least: bool = True, unit: st
     return {"check": name, "value": round(value, 3), "bound": bound, "met": bool(met), "verdict": verdict}
 
 
+def hint_targets(metrics: dict) -> list[dict]:
+    """The user-side hint targets from one data set's metrics.json (locality and Hint-AUC of `guided`)."""
+    out = []
+    if scores := metrics.get("hint_locality", {}).get("guided"):
+        out.append(check("guided: pixels one region hint moves outside its region", 100 * scores["locality"]["mean"],
+                         100 * LOCALITY, at_least=False, unit="%"))  # fmt: skip
+        extra = 100 * (scores["bleed_10"]["mean"] - scores["bleed_0"]["mean"])
+        out.append(check("guided: bleed with 10 region hints over bleed with none", extra, BLEED_PP, at_least=False,
+                         unit="pp"))  # fmt: skip
+    auc = metrics.get("hint_auc", {})
+    oracle = next((r for name, r in auc.items() if name.startswith("oracle")), None)
+    if "guided" in auc and oracle:
+        margin = auc["guided"]["hint_auc"]["psnr"] - oracle["hint_auc"]["psnr"]
+        out.append(check("guided: Hint-AUC of PSNR (dot hints) over the oracle flat fill", margin, HINT_AUC_MARGIN))
+    return out
+
+
 def targets(rows: dict, reference: dict | None, openmoji: dict | None) -> list[dict]:
     out = []
     zero = psnr(rows, "guided", "points:0")
     if zero is not None:
+        out.append(check("guided: PSNR with no hints", zero, ZERO_HINT_PSNR))
         for k, bound in ((10, GAIN_10), (50, GAIN_50)):
             gain = psnr(rows, "guided", f"region:{k}") - zero
             out.append(check(f"guided: {k} region hints over 0 hints", gain, bound))
@@ -105,7 +129,8 @@ def write_summary(out: Path, sources: list[str], reference: Path | None = None) 
         lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
     result = {"sources": sources, "reference": str(reference) if reference else None}
     if "illustrations" in per:
-        checks = targets(per["illustrations"], ref, per.get("openmoji"))
+        raw = json.loads((folder(out, "illustrations") / "metrics.json").read_text())
+        checks = targets(per["illustrations"], ref, per.get("openmoji")) + hint_targets(raw)
         result["checks"] = checks
         lines += ["", "## Character-art targets (illustrations test split)", "", "| target | verdict |", "|---|---|"]
         lines += [f"| {c['check']} | {'✅' if c['met'] else '❌'} {c['verdict']} |" for c in checks]

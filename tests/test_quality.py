@@ -322,6 +322,15 @@ def test_the_cli_writes_a_report_plots_and_sane_metrics_for_every_variant_and_ba
     assert set(locality) == {"locality", "bleed_0", "bleed_10", "obedience_1", "obedience_10"}
     assert all(0 <= locality[k]["mean"] <= 1 for k in ("locality", "bleed_0", "bleed_10"))
     assert "## Hints that stay where they are put" in report
+    served, alone = metrics["hint_locality"]["guided"], metrics["hint_locality"]["guided" + Q.UNCONFINED]
+    assert served["bleed_0"] == alone["bleed_0"]  # without hints, confining changes nothing
+    auc = metrics["hint_auc"]
+    assert set(auc) == {"guided", "guided" + Q.UNCONFINED, Q.ORACLE}
+    for r in auc.values():
+        curve = [r["per_alpha"][a]["psnr"] for a in r["per_alpha"]]
+        assert r["n_images"] == 4 and len(curve) == 8 and min(curve) <= r["hint_auc"]["psnr"] <= max(curve)
+    assert auc["guided"]["per_alpha"]["0.0"] == auc["guided" + Q.UNCONFINED]["per_alpha"]["0.0"]
+    assert "## Hint-AUC (dot hints)" in report
 
 
 # ---------------------------------------------------------------------------------- through the gateway
