@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from benchmarks.quality_report import hint_overlay
+from contract import batch as B
 from contract import hints as H
 from contract.wire import WEIGHTS_FILE
 from training.data import load_split
@@ -46,7 +47,8 @@ def main(argv: list[str] | None = None) -> Path:
         points = H.region_points(target, sketch, HINTS, np.random.default_rng(7))
         x = np.stack([H.encode("points", sketch), H.encode("points", sketch, points=points)])
         with torch.inference_mode():
-            none, hinted = H.from_unit(model(torch.from_numpy(x)).numpy().transpose(0, 2, 3, 1))
+            served = B.generate(model, H.HintKind.POINTS, torch.from_numpy(x))  # as the service answers
+            none, hinted = H.from_unit(served.numpy().transpose(0, 2, 3, 1))
         rows.append([H.sketch_rgb(sketch), hint_overlay(sketch, points), none, hinted, target])
     import matplotlib
 

@@ -136,6 +136,7 @@ def part_serving(out: Path, args) -> dict:
     import torch
 
     from benchmarks import latency as L
+    from contract import batch as B
     from contract import hints as H
     from service.triton_local import serving_stack
     from training.export import load_exported
@@ -165,7 +166,8 @@ def part_serving(out: Path, args) -> dict:
                                      points=s.points if kind is H.HintKind.POINTS else ())
                             for s in samples])  # fmt: skip
         with torch.inference_mode():
-            generated = load_exported(repo / args.variant / "1" / WEIGHTS_FILE)(torch.from_numpy(encoded)).numpy()
+            generator = load_exported(repo / args.variant / "1" / WEIGHTS_FILE)
+            generated = B.generate(generator, kind, torch.from_numpy(encoded)).numpy()
         reference = H.from_unit(generated).transpose(0, 2, 3, 1)
         diff = np.abs(served.astype(np.int64) - reference)
         inputs = encoded
