@@ -228,7 +228,8 @@ def measure_in_process(
     threads: int = 0,
 ) -> list[InProcessPoint]:  # fmt: skip
     """What the Triton model does per batch, in this process, at each batch size (inputs cycled):
-    encode the compact inputs, run the exported generator, make the uint8 image; on the device and
+    encode the compact inputs, run the exported generator as served (`contract.batch.generate`: a
+    hinted input takes two passes), make the uint8 image; on the device and
     in the precision Triton's KIND_AUTO instance uses: the first GPU in float16 with channels_last
     where there is one, else the CPU in float32 (`model_repository/generator_model.py`)."""
     import torch
@@ -245,7 +246,7 @@ def measure_in_process(
 
     def call(batch: dict[str, torch.Tensor]) -> None:
         x = B.encode_wire(kind, batch[wire.SKETCH].to(device), batch.get(wire.HINTS), batch.get(wire.COLOR_HINT))
-        B.to_image(model(x.to(dtype).contiguous(memory_format=layout))).cpu()
+        B.to_image(B.generate(model, kind, x.to(dtype).contiguous(memory_format=layout))).cpu()
 
     points = []
     with torch.inference_mode():
