@@ -29,7 +29,11 @@ ACCEPTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP", "MPO": "JPEG"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_MIN_PIXELS_PER_BYTE = 1024  # see decode_image: a JPEG holds at most 512 pixels per byte
 BAND_PIXELS = 1 << 20
-OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
+# Pillow modes whose 8-bit pixels OpenCV decodes exactly as Pillow does (CMYK JPEGs differ by 1;
+# 16-bit PNGs come out 16-bit).
+OPENCV_MODES = {"1", "L", "LA", "P", "RGB", "RGBA"}
+OUTPUT_FORMATS = {"png": (".png", "image/png"), "jpeg": (".jpg", "image/jpeg"), "webp": (".webp", "image/webp")}
+ENCODE_QUALITY = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, 92], ".webp": [cv2.IMWRITE_WEBP_QUALITY, 92]}
 
 
 class RequestError(Exception):
@@ -140,23 +144,44 @@ def open_image(data: bytes, what: str, limits: Limits) -> Image.Image:
             f"{what} claims to be a {width}x{height} JPEG but has {len(data)} bytes, fewer than any JPEG of that "
             f"size needs ({width * height / JPEG_MIN_PIXELS_PER_BYTE:.0f}): truncated, or a forged header"
         )
-    if im.format == "WEBP":
-        im.webp_bytes = data  # for _webp_by_opencv
+    im.encoded = data  # for _by_opencv
     return im
 
 
-def _webp_by_opencv(im: Image.Image) -> np.ndarray | None:
-    """A still WebP decoded by OpenCV: (H, W) gray, (H, W, 3) BGR or (H, W, 4) BGRA; None for
-    anything else. OpenCV lets go of the GIL while it decodes; Pillow holds it while it copies the
-    decoded frame (136 ms for 40 Mpx), and meanwhile the gateway's event loop, health checks
-    included, waits. Pillow also took 2.6x as long."""
-    data = getattr(im, "webp_bytes", None)
-    if data is None or getattr(im, "n_frames", 1) != 1:  # OpenCV refuses animated WebP (and logs it)
+def _by_opencv(im: Image.Image) -> np.ndarray | None:
+    """A still image decoded by OpenCV: (H, W) gray, (H, W, 3) BGR or (H, W, 4) BGRA, the same
+    pixels as Pillow's; None where Pillow decodes it (other modes, animations, a drafted JPEG,
+    anything OpenCV reads differently). OpenCV lets go of the GIL while it decodes; Pillow holds it
+    in long pieces (136 ms per 40 Mpx to copy a decoded WebP frame, ~15 ms per piece of a PNG), and
+    meanwhile the gateway's event loop, health checks included, waits."""
+    data = getattr(im, "encoded", None)
+    if data is None or im.mode not in OPENCV_MODES or getattr(im, "n_frames", 1) != 1:
         return None
-    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if decoded is None or decoded.shape[:2] != (im.height, im.width):
+    if im.mode == "P" and not _transparency_fits_palette(im):
+        return None  # libpng only warns, and decodes it; Pillow says it is corrupt
+    flags = cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION  # Pillow does not rotate by EXIF either
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if decoded is None or decoded.dtype != np.uint8 or decoded.shape[:2] != (im.height, im.width):
         return None  # Pillow then decodes it, or says why it cannot
     return decoded
+
+
+def _transparency_fits_palette(im: Image.Image) -> bool:
+    trns = im.info.get("transparency")
+    if not isinstance(trns, bytes):
+        return True
+    palette = im.getpalette() or []
+    return len(trns) <= len(palette) // 3
+
+
+def draft_for_grid(im: Image.Image) -> None:
+    """Let a JPEG decode at 1/2, 1/4 or 1/8 scale (in the DCT, far cheaper than decoding it whole)
+    while it still has at least the model grid's pixels: for an answer at the model's size."""
+    if im.format in ("JPEG", "MPO"):
+        size = im.size
+        im.draft(im.mode, (MODEL_SIZE, MODEL_SIZE))
+        if im.size != size:
+            im.encoded = None  # Pillow decodes the reduced scale; OpenCV would decode it whole
 
 
 def _on_white(bgra: np.ndarray) -> np.ndarray:
@@ -171,13 +196,6 @@ def _on_white(bgra: np.ndarray) -> np.ndarray:
     return out
 
 
-def draft_for_grid(im: Image.Image) -> None:
-    """Let a JPEG decode at 1/2, 1/4 or 1/8 scale (in the DCT, far cheaper than decoding it whole)
-    while it still has at least the model grid's pixels: for an answer at the model's size."""
-    if im.format in ("JPEG", "MPO"):
-        im.draft(im.mode, (MODEL_SIZE, MODEL_SIZE))
-
-
 def _load(im: Image.Image, what: str) -> None:
     try:
         im.load()
@@ -189,7 +207,7 @@ def _load(im: Image.Image, what: str) -> None:
 def gray_pixels(im: Image.Image, what: str) -> np.ndarray:
     """An opened image's pixels: (H, W) uint8 gray, transparency composited on white. A gray or RGB
     image (most sketches) skips the RGB copy: a third of the sketch's decoding cost."""
-    decoded = _webp_by_opencv(im)
+    decoded = _by_opencv(im)
     if decoded is not None:
         if decoded.ndim == 2:
             return decoded
@@ -203,7 +221,7 @@ def gray_pixels(im: Image.Image, what: str) -> np.ndarray:
 
 def pixels(im: Image.Image, what: str) -> np.ndarray:
     """An opened image's pixels: (H, W, 3) uint8 RGB, transparency composited on white."""
-    decoded = _webp_by_opencv(im)
+    decoded = _by_opencv(im)
     if decoded is not None:
         if decoded.ndim == 2:
             return cv2.cvtColor(decoded, cv2.COLOR_GRAY2RGB)
@@ -224,12 +242,15 @@ def pixels(im: Image.Image, what: str) -> np.ndarray:
 
 def encode_image(rgb: np.ndarray, fmt: str) -> tuple[bytes, str]:
     """(H, W, 3) uint8 -> (encoded bytes, mime type)."""
-    pil_format, mime = OUTPUT_FORMATS[fmt]
-    if pil_format == "PNG":
+    extension, mime = OUTPUT_FORMATS[fmt]
+    if extension == ".png":
         return encode_png(rgb), mime
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format=pil_format, quality=92)
-    return buf.getvalue(), mime
+    # OpenCV lets go of the GIL while it encodes (Pillow's encoder held it ~14 ms at a time on a
+    # 40-Mpx answer, stalling the event loop).
+    ok, data = cv2.imencode(extension, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), ENCODE_QUALITY[extension])
+    if not ok:
+        raise RequestError(grpc.StatusCode.INTERNAL, f"the {rgb.shape[1]}x{rgb.shape[0]} answer could not be encoded")
+    return data.tobytes(), mime
 
 
 def _png_chunk(tag: bytes, data: bytes) -> bytes:

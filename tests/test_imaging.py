@@ -52,9 +52,17 @@ def test_a_large_jpeg_for_a_model_size_answer_is_decoded_at_reduced_scale_onto_t
         r, c = rng.integers(0, 1400), rng.integers(0, 1900)
         drawing[r : r + 12, c : c + rng.integers(50, 400)] = 0
     data = jpeg(Image.fromarray(drawing), quality=90)
-    decoded = []
-    load = imaging._load
+    decoded = []  # the sizes decoded, by Pillow or by OpenCV
+    load, by_opencv = imaging._load, imaging._by_opencv
     monkeypatch.setattr(imaging, "_load", lambda im, what: decoded.append(im.size) or load(im, what))
+
+    def opencv(im):
+        pixels = by_opencv(im)
+        if pixels is not None:
+            decoded.append((pixels.shape[1], pixels.shape[0]))
+        return pixels
+
+    monkeypatch.setattr(imaging, "_by_opencv", opencv)
     grids = {}
     for size in (pb.OUTPUT_SIZE_MODEL, pb.OUTPUT_SIZE_SKETCH):
         tensors, frame, _ = encode_request(pb.ColorizeRequest(sketch=data, output_size=size), "none", Limits())
@@ -114,3 +122,18 @@ def test_a_palette_png_with_more_transparency_entries_than_colours_is_invalid_ar
     with pytest.raises(RequestError, match="sketch is a corrupt PNG") as e:
         decode_image(palette_png_with_long_trns(), "sketch", Limits())
     assert e.value.code.name == "INVALID_ARGUMENT"
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGB", "RGBA"])
+def test_opencv_decodes_a_png_to_exactly_pillows_pixels(mode, monkeypatch):
+    from service import imaging
+
+    rgba = np.random.default_rng(2).integers(0, 256, (29, 41, 4), dtype=np.uint8)
+    data = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").convert(mode).save(data, format="PNG")
+    opened = imaging.open_image(data.getvalue(), "sketch", Limits())
+    assert imaging._by_opencv(opened) is not None  # the GIL-free path is the one taken
+    by_opencv = imaging.pixels(opened, "sketch")
+    monkeypatch.setattr(imaging, "_by_opencv", lambda im: None)
+    by_pillow = imaging.pixels(imaging.open_image(data.getvalue(), "sketch", Limits()), "sketch")
+    np.testing.assert_array_equal(by_opencv, by_pillow)
