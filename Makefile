@@ -44,7 +44,7 @@ browser:
 	  echo "could not install chromium: the page's test (tests/test_web.py) will fail"; }
 
 lint: setup
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
 # OpenMoji (npm pack, ~10 s) and the illustrations (apt-get download + npm pack, ~830 MB of
 # packages, ~6 min): the `mix` the shipped weights are trained on. Cached under data/.

@@ -42,9 +42,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.latency_report import machine_description
 from training.batches import BatchMaker, batch_generator
+from training.config import TrainConfig
 from training.data import load_split
 from training.networks import UNet, UNetConfig, count_parameters
-from training.train import TrainConfig, bf16_ok, build_training, gan_step, resolve_device
+from training.train import bf16_ok, build_training, gan_step, resolve_device
 from training.variants import VARIANTS
 
 IMAGE_SIZE = 128

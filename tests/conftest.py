@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from training.train import TrainConfig
+    from training.config import TrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +24,7 @@ def repo_root() -> Path:
 def tiny_train_config() -> Callable[..., TrainConfig]:
     """A factory of width-4 training configs on synthetic pairs: a few steps take seconds on a CPU."""
 
-    from training.train import TrainConfig  # imported here: the serving tests need no torch
+    from training.config import TrainConfig  # imported here: the serving tests need no torch
 
     def make(variant: str, out_dir: Path, **overrides) -> TrainConfig:
         settings = dict(

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from training import sketchify as K
-from training.data import SIZE
-from training.data import xdog as training_xdog
+from training.paths import SIZE
+from training.xdog import xdog as training_xdog
 
 
 def figure(seed: int = 0, size: int = 256) -> np.ndarray:
@@ -187,18 +187,15 @@ def test_build_pairs_is_a_pure_function_of_inputs_and_seed():
 
 def test_build_and_grid_commands(tmp_path, monkeypatch):
     """The CLI end to end on a six-picture cache: the pairs file has every array a loader needs."""
-    import sys
-    import types
+    from training.paths import PAIRS_FILE, PICTURES_FILE
 
     pictures, names, groups, split_of = make_set()
     monkeypatch.setenv("SKETCH2COLOR_DATA", str(tmp_path))
-    fake = types.ModuleType("training.illustrations")
-    fake.illustration_split = split_of
-    monkeypatch.setitem(sys.modules, "training.illustrations", fake)
-    np.savez(tmp_path / K.PICTURES_FILE, pictures=pictures, names=np.array(names), groups=np.array(groups),
+    monkeypatch.setattr(K, "illustration_split", split_of)
+    np.savez(tmp_path / PICTURES_FILE, pictures=pictures, names=np.array(names), groups=np.array(groups),
              sources=np.array([n.split("/")[0] for n in names]))  # fmt: skip
     K.main(["build", "--views", "2", "--seed", "1"])
-    with np.load(tmp_path / K.PAIRS_FILE) as npz:
+    with np.load(tmp_path / PAIRS_FILE) as npz:
         assert len(npz["names"]) == 2 * 2 + 4
         assert list(npz["splits"]).count("train") == 4
         assert set(npz["sources"]) == {"src0", "src1"} and int(npz["views"]) == 2

@@ -25,8 +25,13 @@ import torch
 from torch import nn
 
 from training.batches import BatchMaker, batch_generator
-
-BN_BATCHES = 64  # batches the statistics are averaged over
+from training.checkpoint import read_checkpoint
+from training.config import BN_BATCHES, TrainConfig
+from training.data import load_split
+from training.evaluation import evaluate, validation_batches
+from training.export import load_generator
+from training.plots import save_sample_grid
+from training.variants import VARIANTS
 
 
 @torch.no_grad()
@@ -52,13 +57,6 @@ def calibrate_batchnorm(generator: nn.Module, make_batch: BatchMaker, batches: i
 
 
 def main(argv: list[str] | None = None) -> None:
-    from training.checkpoint import read_checkpoint
-    from training.data import load_split
-    from training.export import load_generator
-    from training.plots import save_sample_grid
-    from training.train import TrainConfig, evaluate, validation_batches
-    from training.variants import VARIANTS
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", nargs="+")
     parser.add_argument("--batches", type=int, default=BN_BATCHES)

@@ -27,32 +27,26 @@ The test split is never read by training or model selection.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import os
 import re
 import subprocess
 import sys
 import tarfile
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
 
-SIZE = 128
-SPLITS = ("train", "val", "test")
+from training import illustrations, sketchify
+from training.paths import SIZE, SPLITS, data_dir, hash_split, pairs_cache, pictures_cache
+from training.xdog import XDoGParams, xdog
+
 OPENMOJI_VERSION = "17.0.0"
 OPENMOJI_SKIP = {"1F195"}  # its black outline is empty
 KAGGLE_SPLIT = {"train": (0, 20000), "val": (20000, 23000), "test": (23000, 26000)}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
-
-
-def data_dir() -> Path:
-    """Where prepared data sets are cached: $SKETCH2COLOR_DATA or ./data."""
-    return Path(os.environ.get("SKETCH2COLOR_DATA", "data"))
 
 
 class PairDataset(Sequence):
@@ -121,12 +115,6 @@ def concat(parts: Sequence[PairDataset]) -> PairDataset:
                        [n for p in parts for n in p.names])  # fmt: skip
 
 
-def hash_split(key: str) -> str:
-    """A stable 80/10/10 split of a name: the same name lands in the same split on every machine."""
-    bucket = int(hashlib.sha1(key.encode()).hexdigest(), 16) % 10
-    return "test" if bucket == 0 else "val" if bucket == 1 else "train"
-
-
 # ---------------------------------------------------------------------------------- OpenMoji
 
 
@@ -193,12 +181,8 @@ def render_svg(path: Path, size: int = SIZE) -> np.ndarray:
 # ---------------------------------------------------------------------------------- illustrations
 
 
-def illustration_pairs_cache() -> Path:
-    return data_dir() / "illustration-pairs-v1.npz"
-
-
 def _illustration_split(split: str) -> PairDataset:
-    path = illustration_pairs_cache()
+    path = pairs_cache()
     if not path.exists():
         raise FileNotFoundError(
             f"{path} is missing: prepare it with `python -m training.data prepare-illustrations` (package registries)"
@@ -210,9 +194,7 @@ def _illustration_split(split: str) -> PairDataset:
 
 def prepare_illustrations(views: int = 6, seed: int = 0) -> Path:
     """Fetch and filter the illustration pictures (apt-get download, npm pack), then make the pairs."""
-    from training import illustrations, sketchify
-
-    if not illustrations.cache_path().exists():
+    if not pictures_cache().exists():
         illustrations.main(["prepare"])
     return sketchify.build(views, seed)
 
@@ -236,27 +218,6 @@ def _kaggle_split(root: Path, split: str) -> FileDataset:
 
 
 # ---------------------------------------------------------------------------------- any folder
-
-
-@dataclass(frozen=True)
-class XDoGParams:
-    """Winnemöller et al.'s eXtended Difference of Gaussians, tuned for 128 px line art."""
-
-    sigma: float = 0.6
-    k: float = 4.5
-    p: float = 19.0  # sharpening strength
-    epsilon: float = 0.01
-    phi: float = 10.0**9
-
-
-def xdog(rgb: np.ndarray, params: XDoGParams = XDoGParams()) -> np.ndarray:
-    """Line art extracted from a colour image: (H, W) uint8, black lines on white."""
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
-    g1 = cv2.GaussianBlur(gray, (0, 0), params.sigma)
-    g2 = cv2.GaussianBlur(gray, (0, 0), params.sigma * params.k)
-    d = (1 + params.p) * g1 - params.p * g2
-    out = np.where(d >= params.epsilon, 1.0, 1.0 + np.tanh(params.phi * (d - params.epsilon)))
-    return (np.clip(out, 0, 1) * 255).astype(np.uint8)
 
 
 def _folder_split(root: Path, split: str, params: XDoGParams = XDoGParams()) -> FileDataset:

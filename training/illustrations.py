@@ -31,10 +31,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from training.data import SPLITS, data_dir
+from training.paths import SPLITS, data_dir, pictures_cache
 
 PICTURE_SIZE = 256
-CACHE_NAME = "illustrations-v1.npz"
 # Two packages' name prefixes are kept for an independent evaluation and never fetched here. They
 # are held as (prefix length, sha256 of the prefix), so that no code, list or test names them.
 RESERVED = (
@@ -312,10 +311,6 @@ class Illustrations:
         return np.array([illustration_split(g) for g in self.groups])
 
 
-def cache_path(cache_dir: Path | None = None) -> Path:
-    return (cache_dir or data_dir()) / CACHE_NAME
-
-
 def write_cache(path: Path, data: Illustrations) -> Path:
     """Save as one compressed .npz (names unique, meta as a JSON string)."""
     if len(set(data.names.tolist())) != len(data.names):
@@ -327,7 +322,7 @@ def write_cache(path: Path, data: Illustrations) -> Path:
 
 
 def read_cache(path: Path | None = None) -> Illustrations:
-    path = path or cache_path()
+    path = path or pictures_cache()
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: prepare it with `python -m training.illustrations prepare`")
     with np.load(path) as npz:
@@ -337,7 +332,7 @@ def read_cache(path: Path | None = None) -> Illustrations:
 def licence_table(meta: dict | None = None) -> str:
     """A markdown table of the sources' licences, with versions and counts from the cache when it exists."""
     if meta is None:
-        meta = read_cache().meta if cache_path().exists() else {}
+        meta = read_cache().meta if pictures_cache().exists() else {}
     rows = ["| source | package | licence | attribution | pictures |", "|---|---|---|---|---:|"]
     for s in SOURCES:
         m = meta.get(s.name, {})
@@ -396,7 +391,7 @@ def prepare(
             contact_sheet(kept, cache_dir / "illustration_previews" / f"{source.name}.png")
             contact_sheet(rejected, cache_dir / "illustration_previews" / f"{source.name}-rejected.png", thumb=64)
     data = Illustrations(np.stack(pictures), np.array(names), np.array(groups), np.array(sources), meta)
-    out = write_cache(cache_path(cache_dir), data)
+    out = write_cache(pictures_cache(cache_dir), data)
     print(f"{len(names)} pictures -> {out}", file=sys.stderr)
     return out
 
@@ -424,7 +419,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "prepare":
         prepare(args.cache_dir, args.packages_dir, previews=not args.no_previews, only=args.only)
-    print(summary(read_cache(cache_path(args.cache_dir))))
+    print(summary(read_cache(pictures_cache(args.cache_dir))))
 
 
 if __name__ == "__main__":

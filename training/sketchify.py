@@ -2,7 +2,7 @@
 
 One fixed extractor teaches a model that extractor's signature (line width, tone, where it
 breaks), not line art. So each training sketch is drawn with its own jittered XDoG
-(`training.data.xdog`) and a random mix of what real sketches have: lines thicker or thinner,
+(`training.xdog`) and a random mix of what real sketches have: lines thicker or thinner,
 small gaps, speckle, gray paper, slight blur, JPEG softness, or clean binarised ink. About half of
 them are extracted at the picture's own resolution and shrunk onto the 128 px grid exactly as
 the gateway shrinks a user's full-resolution sketch (`service.imaging.Frame.to_grid`), so the
@@ -26,10 +26,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from training.data import SIZE, XDoGParams, data_dir, xdog
+from training.illustrations import illustration_split
+from training.paths import PAIRS_FILE, SIZE, pairs_cache, pictures_cache
+from training.xdog import XDoGParams, xdog
 
-PICTURES_FILE = "illustrations-v1.npz"
-PAIRS_FILE = "illustration-pairs-v1.npz"
 DARK = 128  # a sketch pixel below this is line
 DARK_SHARE = (0.015, 0.13)  # the share of line pixels a plausible sketch has (at extraction resolution)
 REFERENCE_DARK_SHARE = (0.015, 0.10)
@@ -313,9 +313,8 @@ def build_pairs(pictures: np.ndarray, names, groups, split_of: Callable[[str], s
 
 def build(views: int, seed: int) -> Path:
     """Read the illustrations cache, write the pairs cache; print counts and time."""
-    from training.illustrations import illustration_split
 
-    source = data_dir() / PICTURES_FILE
+    source = pictures_cache()
     if not source.exists():
         raise FileNotFoundError(f"{source} is missing: prepare it with `python -m training.illustrations prepare`")
     start = time.perf_counter()
@@ -323,7 +322,7 @@ def build(views: int, seed: int) -> Path:
         pictures, names, groups = npz["pictures"], npz["names"], npz["groups"]
     pairs = build_pairs(pictures, names, groups, illustration_split, views, seed)
     pairs["sources"] = np.array([n.split("/", 1)[0] for n in pairs["names"]], dtype=str)
-    out = data_dir() / PAIRS_FILE
+    out = pairs_cache()
     np.savez_compressed(out, **pairs, views=np.int64(views), seed=np.int64(seed))
     print(f"{len(pairs['names'])} pairs from {len(names)} pictures -> {out} in {time.perf_counter() - start:.0f} s")
     for split in ("train", "val", "test"):
@@ -340,7 +339,7 @@ def grid(out_dir: Path, per_source: int = 8, seed: int = 0) -> list[Path]:
     whole pictures and crops in turn, chosen so that many sketch styles show, each plainly."""
     from PIL import Image, ImageDraw, ImageFont
 
-    with np.load(data_dir() / PAIRS_FILE) as npz:  # each npz[key] decompresses the whole array: read once
+    with np.load(pairs_cache()) as npz:  # each npz[key] decompresses the whole array: read once
         names, splits, styles, sketches, colors = (npz[k] for k in ("names", "splits", "styles", "sketches", "colors"))
     pictures = np.array([n.split("#")[0] for n in names])
     whole = np.array([n.endswith("#0") for n in names])

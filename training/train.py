@@ -23,48 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contract import hints as H
 from training.batches import Batch, BatchMaker, batch_generator
-from training.calibrate import BN_BATCHES, calibrate_batchnorm
+from training.calibrate import calibrate_batchnorm
 from training.checkpoint import read_checkpoint
+from training.config import TrainConfig
 from training.data import load_split
-from training.metrics import psnr_uint8
-from training.networks import PatchDiscriminator, StudyDiscriminator, UNet, UNetConfig
+from training.evaluation import evaluate, validation_batches
+from training.networks import PatchDiscriminator, StudyDiscriminator, UNet
 from training.plots import plot_history, save_sample_grid
 from training.variants import VARIANTS, Variant
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    variant: str = "guided"
-    data: str = "mix"  # OpenMoji + the illustrations (what the shipped weights are trained on)
-    out_dir: str = "runs/guided"
-    width: int = 16  # generator width; 64 is the study's
-    refine: int = 0  # hidden channels of the generator's full-resolution head (networks.UNet); 0 = none
-    refine_lr: float = 0.0  # the head's learning rate (0 = lr): a new head on a trained U-Net learns faster
-    d_width: int = 0  # discriminator width; 0 = same as the generator
-    epochs: int = 20
-    batch_size: int = 8
-    lr: float = 2e-4
-    beta1: float = 0.5
-    seed: int = 0
-    flip: bool = True  # horizontal flips; safe for every hint kind since hints are drawn after
-    max_steps: int = 0  # stop after this many steps in all (0 = run all epochs)
-    max_minutes: float = 0.0  # stop this session (checkpointed, resumable) after this long (0 = no limit)
-    checkpoint_every: int = 200  # steps between mid-epoch checkpoints
-    sample_every: int = 1  # epochs between sample grids
-    val_hints: int = 10  # point hints given to the guided variant during validation
-    max_val: int = 256  # validation pairs scored each epoch
-    device: str = "auto"
-    amp: bool = True  # bfloat16 autocast on CUDA, and on a CPU that has bfloat16 instructions (`bf16_ok`)
-    threads: int = 0  # torch CPU threads (0 = torch's default)
-    bn_batches: int = BN_BATCHES  # batches the evaluated/exported batch-norm statistics average over
-    recolour: float = 0.0  # share of hinted images whose first hint's region is repainted (batches.recolour_region)
-    init_from: str = ""  # a new run's generator starts from these weights: a last.pt or an exported .pt2
-    dry_run: bool = False
-
-    def generator_config(self) -> UNetConfig:
-        return UNetConfig(in_channels=VARIANTS[self.variant].hint.channels, width=self.width, refine=self.refine)
 
 
 @dataclass
@@ -86,41 +53,6 @@ def build_models(cfg: TrainConfig) -> tuple[UNet, nn.Module | None]:
     if variant.discriminator == "patch":
         return generator, PatchDiscriminator(gcfg.in_channels, width=d_width)
     return generator, None
-
-
-def validation_batches(dataset, variant: Variant, cfg: TrainConfig, batch_size: int = 32):
-    """The same validation inputs every epoch: fixed pairs and fixed hints (val_hints points placed
-    the way people place them, on coloured regions)."""
-    rng = np.random.default_rng(12345)
-    chosen = spread(len(dataset), cfg.max_val)  # every source of a mixed split, not only the first
-    for start in range(0, len(chosen), batch_size):
-        inputs, targets = [], []
-        for i in chosen[start : start + batch_size]:
-            sketch, color = dataset[i]
-            points = H.region_points(color, sketch, cfg.val_hints, rng) if variant.hint is H.HintKind.POINTS else ()
-            inputs.append(H.encode(variant.hint, sketch, color=color, points=points))
-            targets.append(color)
-        yield torch.from_numpy(np.stack(inputs)), np.stack(targets)
-
-
-def spread(n: int, k: int) -> list[int]:
-    """k indices spread evenly over range(n) (all of them when k >= n)."""
-    return sorted({int(i) for i in np.linspace(0, n - 1, min(n, k)).round()}) if n else []
-
-
-@torch.no_grad()
-def evaluate(generator: nn.Module, batches, device: torch.device) -> dict:
-    """Mean L1 (on [-1, 1]) and PSNR (uint8 RGB, peak 255) over the batches, generator in eval mode."""
-    was_training = generator.training
-    generator.eval()
-    l1s, psnrs = [], []
-    for inputs, targets in batches:
-        out = generator(inputs.to(device)).float().cpu().numpy()
-        out_u8 = H.from_unit(out).transpose(0, 2, 3, 1)
-        l1s += list(np.abs(out - H.to_unit(targets).transpose(0, 3, 1, 2)).mean(axis=(1, 2, 3)))
-        psnrs += [psnr_uint8(o, t) for o, t in zip(out_u8, targets)]
-    generator.train(was_training)
-    return {"val_l1": float(np.mean(l1s)), "val_psnr": float(np.mean(psnrs))}
 
 
 def save_checkpoint(path: Path, cfg: TrainConfig, models: Models, step: int, epoch: float, history: History) -> None:
