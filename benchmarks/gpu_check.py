@@ -31,6 +31,8 @@ import time
 import traceback
 from pathlib import Path
 
+from contract import wire
+from contract.hints import MODEL_SIZE
 from contract.wire import WEIGHTS_FILE
 
 PARTS = {"environment": 20, "forward": 70, "train_loop": 110, "serving": 150}  # seconds each
@@ -90,7 +92,7 @@ def part_forward(out: Path, args) -> dict:
             for batch in args.batches:
                 row = {"net": name, "dtype": str(dtype).removeprefix("torch."), "batch": batch}
                 try:
-                    x = torch.rand(batch, channels, 128, 128, device=device, dtype=dtype) * 2 - 1
+                    x = torch.rand(batch, channels, MODEL_SIZE, MODEL_SIZE, device=device, dtype=dtype) * 2 - 1
                     seconds = time_call(lambda net=net, x=x: net(x), device, args.min_calls, args.call_seconds)
                     row["img_s"] = batch / seconds
                 except Exception as e:  # noqa: BLE001 - e.g. an export that allows fewer than 256
@@ -265,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results/gpu"))
-    parser.add_argument("--variant", default="guided")
+    parser.add_argument("--variant", default=wire.DEFAULT_VARIANT)
     parser.add_argument("--repository", default="model_repository")
     parser.add_argument("--data", default="openmoji", help="training split for the loop; synthetic if missing")
     parser.add_argument("--loop-batch", type=int, default=32)

@@ -59,14 +59,13 @@ from service.triton_local import Stack, serving_stack
 from service.triton_pool import infer_request, the_output
 from service.variants import HINT_KINDS
 
-ROOT = Path(__file__).resolve().parent.parent
 TRITON_SERVICE = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 CALL_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
 class LatencyConfig:
-    variant: str = "guided"
+    variant: str = wire.DEFAULT_VARIANT
     repository: Path = Path("model_repository")
     out: Path = Path("results/latency")
     log_dir: Path = Path("results/tmp/latency")  # Triton and gateway logs (git-ignored)

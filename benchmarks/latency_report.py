@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks.workload import MAX_HINTS
+from benchmarks.workload import HINTS_PER_REQUEST
 
 TARGET_CONCURRENCY = 16  # where the throughput targets are read
 
@@ -207,8 +207,8 @@ def render_report(res: LatencyResults) -> str:
         f"{res.model.get('parameters', {}).get('trained', '?')}, Triton instance {res.model.get('instance_kind')}. "
         f"Each point: {cfg['duration']:g} s measured in {cfg.get('rounds', 1)} windows, each after {cfg['warmup']:g} s "
         "of warm-up, direct and gateway windows taken in turn (ABBA) so that the machine's drift falls on both; "
-        f"{cfg['samples']} distinct "
-        f"requests from the `{cfg['sketches']}` sketches, cycled; gateway requests carry 0-{MAX_HINTS} hints where "
+        f"{cfg['samples']} distinct requests from the `{cfg['sketches']}` sketches, cycled; gateway requests carry "
+        f"0-{HINTS_PER_REQUEST} hints where "
         f"the variant takes them and ask for OUTPUT_SIZE_MODEL PNG. Gateway processes: {cfg.get('processes', 1)}; "
         "direct Triton calls send the same compact uint8 inputs the gateway sends (`contract.wire`).",
         "",

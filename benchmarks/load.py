@@ -16,8 +16,7 @@ from PIL import Image
 
 from benchmarks.workload import CHANNEL_OPTIONS
 from service.api import pb, pb_grpc
-
-ROOT = Path(__file__).resolve().parent.parent
+from service.paths import ROOT
 
 
 @dataclass(frozen=True)

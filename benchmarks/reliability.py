@@ -34,9 +34,8 @@ from benchmarks.reliability_report import Targets, plot_soak, render
 from benchmarks.workload import CHANNEL_OPTIONS
 from service import triton_local
 from service.api import pb, pb_grpc
+from service.paths import MODEL_REPOSITORY, ROOT
 from service.settings import GatewayConfig
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -295,7 +294,7 @@ def run(cfg: Config) -> dict:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
     with tempfile.TemporaryDirectory(prefix="reliability-") as tmp:
-        with triton_local.serving_stack(ROOT / "model_repository", Path(tmp)) as stack:
+        with triton_local.serving_stack(MODEL_REPOSITORY, Path(tmp)) as stack:
             res = asyncio.run(campaign(stack, cfg, progress))
             groups = {stack.triton.pid, res["triton_kill"]["old_pid"]}
             prefix = stack.triton.shm_prefix

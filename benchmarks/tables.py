@@ -20,8 +20,8 @@ from pathlib import Path
 from benchmarks.latency_report import InProcessPoint, LatencyResults, Point
 from benchmarks.quality import ORACLE
 from benchmarks.quality_summary import load
+from service.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
 DOCUMENTS = ("README.md", "docs/performance.md", "model_repository/MODEL_CARD.md")
 BLOCK = re.compile(r"(<!-- table (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end table -->)", re.S)

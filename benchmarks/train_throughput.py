@@ -41,14 +41,13 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.latency_report import machine_description
+from contract.hints import MODEL_SIZE
 from training.batches import BatchMaker, batch_generator
 from training.config import TrainConfig
 from training.data import load_split
 from training.networks import UNet, UNetConfig, count_parameters
 from training.train import bf16_ok, build_training, gan_step, resolve_device
 from training.variants import VARIANTS
-
-IMAGE_SIZE = 128
 
 
 @dataclass(frozen=True)
@@ -128,8 +127,8 @@ def measure_generator(cfg: ThroughputConfig, width: int) -> Measured:
     torch.manual_seed(0)
     generator = UNet(UNetConfig(in_channels=cfg.in_channels, width=width)).train().to(device)
     opt = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    x = torch.rand(cfg.batch, cfg.in_channels, IMAGE_SIZE, IMAGE_SIZE, device=device) * 2 - 1  # (B, C, 128, 128)
-    y = torch.rand(cfg.batch, 3, IMAGE_SIZE, IMAGE_SIZE, device=device) * 2 - 1
+    x = torch.rand(cfg.batch, cfg.in_channels, MODEL_SIZE, MODEL_SIZE, device=device) * 2 - 1  # (B, C, 128, 128)
+    y = torch.rand(cfg.batch, 3, MODEL_SIZE, MODEL_SIZE, device=device) * 2 - 1
     flops = generator_step_flops(generator, x, y)
 
     def step() -> None:
@@ -284,7 +283,7 @@ def render_report(result: dict) -> str:
         f"`{cfg['command']}`",
         "",
         f"One step: forward, L1 loss, backward, Adam; batch {cfg['batch']}, {cfg['in_channels']} input channels, "
-        f"{IMAGE_SIZE}x{IMAGE_SIZE}, float32, train mode; {cfg['warmup_steps']} warm-up steps, then at least "
+        f"{MODEL_SIZE}x{MODEL_SIZE}, float32, train mode; {cfg['warmup_steps']} warm-up steps, then at least "
         f"{cfg['steps']} steps and {cfg['seconds']:g} s timed. Generator FLOPs: torch's FlopCounterMode on one "
         "forward + backward (convolutions only; batch-norm, activations and Adam uncounted).",
         "",

@@ -23,9 +23,9 @@ import grpc
 import numpy as np
 
 from service.api import pb, pb_grpc
+from service.paths import MODEL_REPOSITORY, ROOT
 from service.triton_local import free_port, serving_stack, stop_process
 
-ROOT = Path(__file__).resolve().parent.parent
 TARGET_MS = 5.0  # the web server may add at most this much to the p50
 SKETCH = ROOT / "examples" / "boy.png"
 HINTS = [(0.22, 0.86, "#e01010"), (0.70, 0.75, "#1030e0")]
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--n", type=int, default=300)
     p.add_argument("--out", type=Path, default=ROOT / "results" / "web")
     args = p.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="web-") as tmp, serving_stack(ROOT / "model_repository", Path(tmp)) as st:
+    with tempfile.TemporaryDirectory(prefix="web-") as tmp, serving_stack(MODEL_REPOSITORY, Path(tmp)) as st:
         proc, url = start_web(st.address, Path(tmp) / "web.log")
         try:
             m = asyncio.run(measure(st.address, url, args.n))

@@ -18,7 +18,7 @@ from service.api import pb
 from service.client import grid_hints
 from training.data import load_split, openmoji_cache, synthetic_pairs
 
-MAX_HINTS = 20  # requests carry 0..MAX_HINTS point hints, uniformly
+HINTS_PER_REQUEST = 20  # requests carry 0..HINTS_PER_REQUEST point hints, uniformly
 MAX_MESSAGE = 64 << 20  # a load generator's gRPC message limit: above any request or answer it sends
 CHANNEL_OPTIONS = [("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)]
 
@@ -55,7 +55,7 @@ def load_pairs(source: str, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(np.ascontiguousarray(data[int(i)][0]), np.ascontiguousarray(data[int(i)][1])) for i in picks]
 
 
-def random_hints(color: np.ndarray, rng: np.random.Generator, max_hints: int = MAX_HINTS) -> list[H.PointHint]:
+def random_hints(color: np.ndarray, rng: np.random.Generator, max_hints: int = HINTS_PER_REQUEST) -> list[H.PointHint]:
     """0..max_hints point hints at random places, coloured from the target (what a user would pick)."""
     return H.random_points(color, int(rng.integers(0, max_hints + 1)), rng)
 

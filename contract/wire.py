@@ -32,6 +32,12 @@ DEFAULT_VARIANT = "guided"
 INSTANCES = 2
 
 
+def cpu_threads(cores: int, instances: int) -> int:
+    """torch threads for each of a model's CPU instances: its share of `cores` (more would
+    oversubscribe them), at least one."""
+    return max(1, cores // instances)
+
+
 def instances(config: dict) -> tuple[int, bool]:
     """(instances of a model one Triton runs, on GPUs?) from Triton's config of the loaded model
     (JSON), where KIND_AUTO is resolved; a GPU group runs `count` on each of its GPUs."""

@@ -48,8 +48,8 @@ class TritonPythonModel:
         else:
             self.device, self.dtype, self.memory_format = torch.device("cpu"), torch.float32, torch.contiguous_format
         threads = int(os.environ.get("SKETCH2COLOR_TORCH_THREADS", "0"))
-        if not threads and kind == "CPU":  # each CPU instance its share of the cores, or they oversubscribe them
-            threads = max(1, len(os.sched_getaffinity(0)) // wire.instances(config)[0])
+        if not threads and kind == "CPU":
+            threads = wire.cpu_threads(len(os.sched_getaffinity(0)), wire.instances(config)[0])
         if threads:
             torch.set_num_threads(threads)
         weights = Path(args["model_repository"]) / args["model_version"] / wire.WEIGHTS_FILE

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import grpc
 
+from service.api import DEFAULT_ADDRESS
 from service.client import ColorizerClient, parse_hint
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
@@ -59,7 +60,7 @@ def _status(code: int) -> tuple:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sketch2color", description=__doc__.splitlines()[0])
-    parser.add_argument("--server", default="127.0.0.1:50051", help="gateway address (default %(default)s)")
+    parser.add_argument("--server", default=DEFAULT_ADDRESS, help="gateway address (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per call")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("variants", help="list the generator variants")

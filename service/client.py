@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 
-from service.api import pb, pb_grpc
+from service.api import DEFAULT_ADDRESS, MAX_MESSAGE_MB, pb, pb_grpc
 
 # Calls spread over every address the target resolves to (dns:///gateway:50051 on a headless
 # Service: one per ready gateway pod) instead of all going down the first connection.
@@ -66,7 +66,7 @@ def parse_hint(text: str) -> pb.Hint:
 class ColorizerClient:
     """One channel to the gateway; thread-safe; use as a context manager or call close()."""
 
-    def __init__(self, target: str = "127.0.0.1:50051", timeout: float = 30.0, max_message_mb: int = 32):
+    def __init__(self, target: str = DEFAULT_ADDRESS, timeout: float = 30.0, max_message_mb: int = MAX_MESSAGE_MB):
         opts = [("grpc.max_send_message_length", max_message_mb << 20),
                 ("grpc.max_receive_message_length", max_message_mb << 20), ROUND_ROBIN]  # fmt: skip
         self.channel = grpc.insecure_channel(target, options=opts)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from service.paths import ROOT
+
 PROTO_DIR = ROOT / "proto"
 OUT_DIR = Path(__file__).resolve().parent / "_generated"
 PROTOS = sorted(PROTO_DIR.rglob("*.proto"))

@@ -11,10 +11,12 @@ import sys
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from service.api import DEFAULT_HOST, DEFAULT_PORT
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    target = argv[0] if argv else f"127.0.0.1:{os.environ.get('SKETCH2COLOR_PORT', '50051')}"
+    target = argv[0] if argv else f"{DEFAULT_HOST}:{os.environ.get('SKETCH2COLOR_PORT', DEFAULT_PORT)}"
     try:
         with grpc.insecure_channel(target) as channel:
             status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3).status

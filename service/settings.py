@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass, fields
 
 from contract import wire
+from service.api import DEFAULT_HOST, DEFAULT_PORT, MAX_MESSAGE_MB
 from service.imaging import Limits
 
 
@@ -17,11 +18,11 @@ class GatewayConfig:
     """Every setting is a flag (--triton-url) and an environment variable (SKETCH2COLOR_TRITON_URL)."""
 
     triton_url: str = "127.0.0.1:8001"  # or a list a:8001,b:8001, or dns:///name:8001 (service/triton_pool.py)
-    host: str = "127.0.0.1"
-    port: int = 50051
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
     metrics_port: int = 9095  # 0 = no metrics endpoint
     default_variant: str = wire.DEFAULT_VARIANT
-    max_message_mb: int = 32
+    max_message_mb: int = MAX_MESSAGE_MB
     max_pixels: int = Limits.max_pixels
     max_hints: int = Limits.max_hints  # at most contract.wire.MAX_HINTS
     workers: int = 4  # threads for decoding and encoding images

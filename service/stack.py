@@ -24,16 +24,16 @@ import uvloop
 
 from contract import wire
 from service import security, triton_local
+from service.paths import MODEL_REPOSITORY, ROOT
 from service.server import serve
 from service.settings import config_from_args, setup_logging
 
 log = logging.getLogger("sketch2color.stack")
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=False)
-    parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
+    parser.add_argument("--repository", type=Path, default=MODEL_REPOSITORY)
     parser.add_argument("--triton-grpc-port", type=int, default=8001)
     parser.add_argument("--triton-http-port", type=int, default=8000)
     parser.add_argument("--triton-metrics-port", type=int, default=8002)
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         "--torch-threads",
         type=int,
         default=int(os.environ.get("SKETCH2COLOR_TORCH_THREADS", "0"))
-        or max(1, (os.cpu_count() or 2) // 2 // wire.INSTANCES),
+        or wire.cpu_threads((os.cpu_count() or 2) // 2, wire.INSTANCES),
         help="torch threads per Triton model instance (default: half the cores over a model's instances)",
     )
     args, gateway_argv = parser.parse_known_args(argv)

@@ -22,6 +22,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.paths import ROOT
+
 
 @dataclass(frozen=True)
 class TritonPorts:
@@ -193,9 +195,6 @@ def group_members(pgid: int) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------- Triton + gateway
-
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass

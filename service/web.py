@@ -26,7 +26,7 @@ import grpc
 from aiohttp import web
 from google.protobuf import json_format
 
-from service.api import pb, pb_grpc
+from service.api import DEFAULT_ADDRESS, MAX_MESSAGE_MB, pb, pb_grpc
 from service.client import FORMATS, ROUND_ROBIN, parse_color
 from service.settings import from_args
 
@@ -49,14 +49,14 @@ HTTP_STATUS = {
 class WebConfig:
     host: str = "127.0.0.1"
     port: int = 8080
-    gateway_url: str = "127.0.0.1:50051"
+    gateway_url: str = DEFAULT_ADDRESS
     gateway_ca: str = ""  # PEM of the CA that signed the gateway's certificate: TLS upstream
     gateway_cert: str = ""  # with gateway_key: this server's client certificate (mutual TLS)
     gateway_key: str = ""
     gateway_token: str = ""  # sent as `authorization: Bearer <token>`
     gateway_token_file: str = ""
     timeout_s: float = 30.0
-    max_upload_mb: int = 32
+    max_upload_mb: int = MAX_MESSAGE_MB
 
     def token(self) -> str:
         if self.gateway_token_file:

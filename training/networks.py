@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from contract.hints import MODEL_SIZE
+
 BN_MOMENTUM = 0.1  # PyTorch convention; the study's Keras momentum 0.9 means the same thing
 
 
@@ -116,7 +118,7 @@ class StudyDiscriminator(nn.Module):
                 for i, (cin, cout) in enumerate(zip([config.in_channels + 3, *ch[:-1]], ch))
             )
         )
-        spatial = 128 // 2**config.depth
+        spatial = MODEL_SIZE // 2**config.depth
         self.classify = nn.Linear(ch[-1] * spatial * spatial, 1)
         init_weights(self)
 
