@@ -18,13 +18,12 @@ import grpc
 import numpy as np
 import prometheus_client as prom
 import uvloop
-from grpc_health.v1 import health, health_pb2
 
 from contract import wire
 from contract.hints import MODEL_SIZE
 from service import imaging
 from service.admission import Allocator, PixelBudget
-from service.api import SERVICE_NAME, pb, pb_grpc
+from service.api import pb, pb_grpc
 from service.batcher import UNCAPPED, Batcher
 from service.imaging import Frame, RequestError, invalid
 from service.inputs import (
@@ -38,7 +37,8 @@ from service.inputs import (
 from service.metrics import Metrics
 from service.settings import GatewayConfig, config_from_args, setup_logging
 from service.triton_pool import TritonPool, infer_request, the_output
-from service.variants import HINT_KINDS, VariantInfo, accepts, discover, triton_error
+from service.triton_state import TritonState
+from service.variants import HINT_KINDS, VariantInfo, accepts, triton_error
 
 log = logging.getLogger("sketch2color.gateway")
 
@@ -67,66 +67,15 @@ class Colorizer(pb_grpc.ColorizerServicer):
         self.working = 0  # requests (and stream items) between admission and answer
         self.draining = False  # after SIGTERM: new work is refused with UNAVAILABLE
         self.triton = TritonPool(config.triton_url, self.metrics.registry)
+        self.state = TritonState(self.triton)
         self.batcher = Batcher(self.triton_call, calls=self.calls_for, max_batch=self.max_batch,
                                on_batch=lambda name, size: self.metrics.batch.labels(name).observe(size))  # fmt: skip
-        self.variants: dict[str, VariantInfo] = {}
-        self.health = health.aio.HealthServicer()
-        self.serving = False
-        self._look: asyncio.Future | None = None
-        self._refreshes = 0  # refreshes started; one that ends after a later one started must not undo it
-        self._applied = 0
-
-    # ------------------------------------------------------------------ Triton state
-
-    async def refresh(self) -> bool:
-        """Ask the Tritons whether they are ready and which variants they hold; update health. Never raises."""
-        self._refreshes += 1
-        number = self._refreshes
-        try:
-            ready_endpoints = await self.triton.refresh()
-            ready, variants = bool(ready_endpoints), {}
-            if ready:  # every Triton serves the same model repository: ask one of them what it holds
-                variants = await discover(ready_endpoints[0].stub)
-        except (grpc.RpcError, KeyError, ValueError) as e:
-            log.debug("Triton not ready: %s", e)
-            ready, variants = False, {}
-        if number < self._applied:  # a slow answer (a timeout under load) from before a newer one: stale
-            return self.serving
-        self._applied = number
-        serving = bool(ready and variants)
-        if serving:
-            self.variants = variants
-        else:
-            for v in self.variants.values():
-                v.ready = False
-        if serving != self.serving:
-            log.info("Triton %s: %s", "ready" if serving else "unavailable", ", ".join(sorted(variants)) or "-")
-            self.serving = serving
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        await self.health.set("", status)
-        await self.health.set(SERVICE_NAME, status)
-        return serving
-
-    async def look(self) -> None:
-        """A call that finds this process not serving asks Triton itself (one question shared by the
-        calls that arrive together; it waits out a reconnect backoff, see triton_pool.READY_WAIT_S)
-        before it answers UNAVAILABLE, instead of trusting the last poll: with --processes N a
-        process's first poll may not yet have seen what another's did, and on a loaded machine one
-        poll can time out while Triton is fine."""
-        if self._look is None or self._look.done():
-            self._look = asyncio.ensure_future(self.refresh())
-        await asyncio.shield(self._look)
-
-    async def watch_triton(self) -> None:
-        while True:
-            await self.refresh()
-            await asyncio.sleep(self.config.health_interval_s)
 
     # ------------------------------------------------------------------ RPCs
 
     async def ListVariants(self, request, context):
-        if not self.serving:
-            await self.look()
+        if not self.state.serving:
+            await self.state.look()
         return pb.ListVariantsResponse(
             variants=[
                 pb.Variant(
@@ -137,7 +86,7 @@ class Colorizer(pb_grpc.ColorizerServicer):
                     version=v.version,
                     ready=v.ready,
                 )  # fmt: skip
-                for v in sorted(self.variants.values(), key=lambda v: v.name)
+                for v in sorted(self.state.variants.values(), key=lambda v: v.name)
             ],
             default_variant=self.config.default_variant,
         )
@@ -149,7 +98,7 @@ class Colorizer(pb_grpc.ColorizerServicer):
         (c=16 on 2 cores, one run each: 0.86 of direct Triton's throughput uncapped, 0.75 with two
         calls per instance), and sending each request alone cost the gateway no more CPU. On a GPU,
         two per instance: the forward pass is cheap there and per-call costs are what count."""
-        v = self.variants.get(name)
+        v = self.state.variants.get(name)
         if self.config.triton_calls:
             per_triton = self.config.triton_calls
         elif v is not None and not v.gpu:
@@ -159,14 +108,14 @@ class Colorizer(pb_grpc.ColorizerServicer):
         return per_triton * max(1, self.triton.ready_count)
 
     def max_batch(self, name: str) -> int:
-        return self.variants[name].max_batch if name in self.variants else 1
+        return self.state.variants[name].max_batch if name in self.state.variants else 1
 
     def variant_label(self, request) -> str:
         """The metrics label: a served variant's name, else "unknown" (a made-up name must not mint a series)."""
         if isinstance(request, Undecodable):
             return "unknown"
         name = request.variant or self.config.default_variant
-        return name if name in self.variants else "unknown"
+        return name if name in self.state.variants else "unknown"
 
     async def Colorize(self, request, context):
         start = time.perf_counter()
@@ -270,8 +219,8 @@ class Colorizer(pb_grpc.ColorizerServicer):
             raise invalid(request.message)
         if time_remaining is not None and time_remaining <= 0:
             raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the request was read")
-        if not self.serving:
-            await self.look()
+        if not self.state.serving:
+            await self.state.look()
         variant = self.resolve_variant(request)
         loop = asyncio.get_running_loop()
         if len(request.sketch) + len(request.color_hint) <= INLINE_MAX_BYTES:  # small: a thread hop costs more
@@ -323,12 +272,12 @@ class Colorizer(pb_grpc.ColorizerServicer):
         if not request.sketch and not request.variant and not request.hints and not request.color_hint:
             raise invalid("empty request: set at least `sketch` (PNG, JPEG or WebP bytes)")
         check_output_fields(request)
-        if not self.serving:
+        if not self.state.serving:
             raise RequestError(grpc.StatusCode.UNAVAILABLE, f"Triton at {self.config.triton_url} is not ready")
         name = request.variant or self.config.default_variant
-        variant = self.variants.get(name)
+        variant = self.state.variants.get(name)
         if variant is None:
-            known = ", ".join(sorted(self.variants)) or "none"
+            known = ", ".join(sorted(self.state.variants)) or "none"
             shown = repr(name) if len(name) <= NAME_SHOWN else f"{name[:NAME_SHOWN]!r}... ({len(name)} characters)"
             raise RequestError(grpc.StatusCode.NOT_FOUND, f"unknown variant {shown}; available: {known}")
         accepted = HINT_KINDS[variant.hint]

@@ -68,7 +68,7 @@ async def serve(config: GatewayConfig, ready: asyncio.Event | None = None, stop:
         ],
     )
     add_colorizer(servicer, server)
-    health_pb2_grpc.add_HealthServicer_to_server(servicer.health, server)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer.state.health, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
     )
@@ -82,15 +82,15 @@ async def serve(config: GatewayConfig, ready: asyncio.Event | None = None, stop:
         raise SystemExit(f"cannot listen on {address}")
     if config.metrics_port:
         prom.start_http_server(config.metrics_port, addr=config.host, registry=registry)
-    await servicer.refresh()
+    await servicer.state.refresh()
     await server.start()
     # What start-up made (modules, descriptors, the servicer) lives until exit: out of the cyclic
     # collector, so a full collection, run on the event loop, walks only what requests leave.
     gc.freeze()
-    watcher = asyncio.create_task(servicer.watch_triton())
+    watcher = asyncio.create_task(servicer.state.watch(config.health_interval_s))
     log.info("gateway on %s (%s) -> Triton %s (%s); metrics on :%s", address,
              security.describe(config.tls_cert, config.tls_client_ca, tokens, exempt), config.triton_url,
-             "serving" if servicer.serving else "waiting for Triton", config.metrics_port or "-")  # fmt: skip
+             "serving" if servicer.state.serving else "waiting for Triton", config.metrics_port or "-")  # fmt: skip
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -104,7 +104,7 @@ async def serve(config: GatewayConfig, ready: asyncio.Event | None = None, stop:
     await stop.wait()
     log.info("draining (up to %.0f s)", config.shutdown_grace_s)
     watcher.cancel()
-    await servicer.health.enter_graceful_shutdown()
+    await servicer.state.health.enter_graceful_shutdown()
     # The server keeps running while what it accepted finishes, and refuses new work itself with
     # UNAVAILABLE: a call that grpc has taken in but the servicer not yet started would be answered
     # CANCELLED by server.stop, and a client cannot tell that from its own cancellation.

@@ -223,7 +223,7 @@ def test_calls_in_flight_default_to_no_cap_on_a_cpu_and_two_per_gpu_instance_per
     def calls(config: GatewayConfig, ready: int, **variant) -> int:
         c = gateway.Colorizer(config)
         c.pool.shutdown()
-        c.variants = {"v": VariantInfo("v", HintKind.NONE, "", "1", **variant)}
+        c.state.variants = {"v": VariantInfo("v", HintKind.NONE, "", "1", **variant)}
         c.triton = SimpleNamespace(ready_count=ready)
         return c.calls_for("v")
 

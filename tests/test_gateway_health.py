@@ -12,7 +12,7 @@ import prometheus_client as prom
 import pytest
 
 from contract.hints import HintKind
-from service import gateway
+from service import gateway, triton_state
 from service.api import pb
 from service.imaging import RequestError
 from service.settings import GatewayConfig
@@ -42,7 +42,7 @@ def colorizer(monkeypatch):
     async def discover(client):
         return dict(VARIANTS)
 
-    monkeypatch.setattr(gateway, "discover", discover)
+    monkeypatch.setattr(triton_state, "discover", discover)
     c = gateway.Colorizer(GatewayConfig())
     yield c
     c.pool.shutdown()
@@ -51,13 +51,13 @@ def colorizer(monkeypatch):
 def test_a_slow_failed_poll_that_ends_after_a_newer_good_one_leaves_the_gateway_serving(colorizer):
     async def main():
         slow = asyncio.Event()
-        colorizer.triton = ScriptedPool((False, slow), (True, None))
-        stale = asyncio.create_task(colorizer.refresh())  # e.g. timed out under load, answers late
+        colorizer.state.pool = ScriptedPool((False, slow), (True, None))
+        stale = asyncio.create_task(colorizer.state.refresh())  # e.g. timed out under load, answers late
         await asyncio.sleep(0)
-        assert await colorizer.refresh() is True
+        assert await colorizer.state.refresh() is True
         slow.set()
         await stale
-        return colorizer.serving
+        return colorizer.state.serving
 
     assert asyncio.run(main()) is True
 
@@ -66,15 +66,15 @@ def test_a_call_that_finds_the_gateway_not_serving_asks_triton_once_for_all_who_
     request = pb.ColorizeRequest(sketch=b"x", variant="no_such_variant")
 
     async def main():
-        colorizer.triton = ScriptedPool((True, None), (False, None), (True, None))
-        await colorizer.refresh()
-        assert await colorizer.refresh() is False  # served once, then a poll failed; Triton is ready now
+        colorizer.state.pool = ScriptedPool((True, None), (False, None), (True, None))
+        await colorizer.state.refresh()
+        assert await colorizer.state.refresh() is False  # served once, then a poll failed; Triton is ready now
         codes = []
         for outcome in await asyncio.gather(*(colorizer.colorize(request, None) for _ in range(3)),
                                             return_exceptions=True):  # fmt: skip
             assert isinstance(outcome, RequestError), outcome
             codes.append(outcome.code)
-        return codes, colorizer.triton.refreshes
+        return codes, colorizer.state.pool.refreshes
 
     codes, refreshes = asyncio.run(main())
     # NOT_FOUND, not UNAVAILABLE: the calls got past "is Triton ready" to the variant lookup.
