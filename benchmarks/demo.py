@@ -92,8 +92,10 @@ def boy_sheet(model, out: Path) -> None:
     def hint(where, rgb):
         return H.PointHint(*frame.grid_position(where[0] * frame.width, where[1] * frame.height), rgb)
 
-    sets = (("one blue hint on the shirt", [hint(*BOY_SHIRT)]),
-            ("examples/README.md's two hints", [hint(*BOY_SKIN), hint(*BOY_SHIRT)]))  # fmt: skip
+    sets = (
+        ("one blue hint on the shirt", [hint(*BOY_SHIRT)]),
+        ("examples/README.md's two hints", [hint(*BOY_SKIN), hint(*BOY_SHIRT)]),
+    )
     x = torch.from_numpy(np.stack([H.encode("points", sketch, points=p) for _, p in sets]))
     with torch.inference_mode():
         alone, served = (B.generate(model, H.HintKind.POINTS, x, confine=c).numpy() for c in (False, True))
@@ -104,8 +106,11 @@ def boy_sheet(model, out: Path) -> None:
 
     fig, axes = plt.subplots(len(sets), 3, figsize=(6, 2.1 * len(sets) + 0.3), squeeze=False)
     for r, (label, points) in enumerate(sets):
-        row = [hint_overlay(sketch, points), H.from_unit(alone[r].transpose(1, 2, 0)),
-               H.from_unit(served[r].transpose(1, 2, 0))]  # fmt: skip
+        row = [
+            hint_overlay(sketch, points),
+            H.from_unit(alone[r].transpose(1, 2, 0)),
+            H.from_unit(served[r].transpose(1, 2, 0)),
+        ]
         for c, (image, title) in enumerate(zip(row, (label, "the network alone", "as served"), strict=True)):
             axes[r, c].imshow(image, interpolation="nearest")
             axes[r, c].set_title(title, fontsize=8)

@@ -18,8 +18,14 @@ from PIL import Image
 from service.api import pb
 
 # The served variants and the hint each takes ("" is the default, guided).
-VARIANTS = {"": "points", "guided": "points", "unet_l1": "none", "pix2pix": "none", "pix2pix_blur": "image",
-            "unet_patches20": "image"}  # fmt: skip
+VARIANTS = {
+    "": "points",
+    "guided": "points",
+    "unet_l1": "none",
+    "pix2pix": "none",
+    "pix2pix_blur": "image",
+    "unet_patches20": "image",
+}
 BAD_VARIANTS = ["nope", "guided\x00", "GUIDED", "x" * 10_000]
 BAD = 0.1  # each field is out of its range this often, so that most requests reach the model
 # What a correct gateway may answer to a fuzzed request: success, or a status naming the caller's
@@ -40,25 +46,38 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
 def png_claiming(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims width x height (a decompression-bomb probe)."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(bytes(64)))
-            + png_chunk(b"IEND", b""))  # fmt: skip
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(bytes(64)))
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def palette_png_with_long_trns(entries: int = 300) -> bytes:
     """A 4x4 two-colour palette PNG whose tRNS chunk has more entries than the palette: it decodes,
     and converting it to RGBA fails."""
     rows = zlib.compress(bytes(4 * 5))  # 4 rows: filter byte 0 and four palette indices 0
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 8, 3, 0, 0, 0))
-            + png_chunk(b"PLTE", bytes([0, 0, 0, 255, 255, 255])) + png_chunk(b"tRNS", bytes(entries))
-            + png_chunk(b"IDAT", rows) + png_chunk(b"IEND", b""))  # fmt: skip
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 8, 3, 0, 0, 0))
+        + png_chunk(b"PLTE", bytes([0, 0, 0, 255, 255, 255]))
+        + png_chunk(b"tRNS", bytes(entries))
+        + png_chunk(b"IDAT", rows)
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def one_bit_png(width: int, height: int) -> bytes:
     """A white 1-bit PNG: a few kB of bytes for tens of megapixels once decoded."""
     stride = (width + 7) // 8
     rows = zlib.compress((b"\x00" + b"\xff" * stride) * height, 9)
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
-            + png_chunk(b"IDAT", rows) + png_chunk(b"IEND", b""))  # fmt: skip
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+        + png_chunk(b"IDAT", rows)
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def flat_webp(width: int, height: int) -> bytes:

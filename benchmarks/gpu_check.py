@@ -36,10 +36,26 @@ from contract.hints import MODEL_SIZE
 from contract.wire import WEIGHTS_FILE
 
 PARTS = {"environment": 20, "forward": 70, "train_loop": 110, "serving": 150}  # seconds each
-QUICK = {"batches": (1, 4), "widths": (4,), "loop_widths": (4,), "loop_steps": 2, "concurrency": (1, 4),
-         "duration": 1.0, "min_calls": 1, "call_seconds": 0.0}  # fmt: skip
-FULL = {"batches": (1, 32, 256), "widths": (16, 64), "loop_widths": (16, 64), "loop_steps": 20,
-        "concurrency": (1, 16, 64), "duration": 5.0, "min_calls": 5, "call_seconds": 0.5}  # fmt: skip
+QUICK = {
+    "batches": (1, 4),
+    "widths": (4,),
+    "loop_widths": (4,),
+    "loop_steps": 2,
+    "concurrency": (1, 4),
+    "duration": 1.0,
+    "min_calls": 1,
+    "call_seconds": 0.0,
+}
+FULL = {
+    "batches": (1, 32, 256),
+    "widths": (16, 64),
+    "loop_widths": (16, 64),
+    "loop_steps": 20,
+    "concurrency": (1, 16, 64),
+    "duration": 5.0,
+    "min_calls": 5,
+    "call_seconds": 0.5,
+}
 PARITY_TOLERANCE = 1  # uint8 levels per pixel: 1/255 of the range
 
 
@@ -48,15 +64,26 @@ def part_environment(out: Path, args) -> dict:
 
     from benchmarks.latency_report import machine_description
 
-    info = {"machine": machine_description(), "torch": torch.__version__, "cuda": torch.version.cuda,
-            "cuda_available": torch.cuda.is_available()}  # fmt: skip
+    info = {
+        "machine": machine_description(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+    }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        info["device"] = {"name": props.name, "memory_gib": round(props.total_memory / 2**30, 1),
-                          "capability": f"{props.major}.{props.minor}"}  # fmt: skip
+        info["device"] = {
+            "name": props.name,
+            "memory_gib": round(props.total_memory / 2**30, 1),
+            "capability": f"{props.major}.{props.minor}",
+        }
     try:
-        smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10)  # fmt: skip
+        smi = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         info["nvidia_smi"] = smi.stdout.strip() or smi.stderr.strip()
     except (OSError, subprocess.TimeoutExpired) as e:
         info["nvidia_smi"] = f"unavailable: {e}"
@@ -124,8 +151,14 @@ def part_train_loop(out: Path, args) -> dict:
 
     loops = []
     for width in args.loop_widths:
-        cfg = ThroughputConfig(device="auto", batch=args.loop_batch, warmup_steps=3, loop_steps=args.loop_steps,
-                               loop_variant=args.variant, data=args.data)  # fmt: skip
+        cfg = ThroughputConfig(
+            device="auto",
+            batch=args.loop_batch,
+            warmup_steps=3,
+            loop_steps=args.loop_steps,
+            loop_variant=args.variant,
+            data=args.data,
+        )
         loops.append(measure_loop(cfg, width))
         write_json(out / "train_loop.json", {"loops": loops})
     return {"loops": loops}
@@ -144,9 +177,18 @@ def part_serving(out: Path, args) -> dict:
     from training.export import load_exported
 
     repo = Path(args.repository)
-    cfg = L.LatencyConfig(variant=args.variant, repository=repo, out=out / "latency", log_dir=out / "logs",
-                          duration=args.duration, warmup=min(1.0, args.duration), concurrency=args.concurrency,
-                          batches=args.batches, samples=16, sketches="synthetic" if args.quick else "auto")  # fmt: skip
+    cfg = L.LatencyConfig(
+        variant=args.variant,
+        repository=repo,
+        out=out / "latency",
+        log_dir=out / "logs",
+        duration=args.duration,
+        warmup=min(1.0, args.duration),
+        concurrency=args.concurrency,
+        batches=args.batches,
+        samples=16,
+        sketches="synthetic" if args.quick else "auto",
+    )
     result: dict = {}
     with serving_stack(repo, cfg.log_dir, gateway_args=("--log-level", "WARNING")) as stack:
         model = asyncio.run(L.model_info(stack.ports.grpc_url, args.variant))
@@ -164,26 +206,48 @@ def part_serving(out: Path, args) -> dict:
         served = client.infer(args.variant, tensors, outputs=[InferRequestedOutput(model["output"])])
         served = served.as_numpy(model["output"])  # (N, 128, 128, 3) uint8
         # The reference: training's per-image encoding and the float32 generator on this process's CPU.
-        encoded = np.stack([H.encode(kind, s.sketch, color=s.color if kind.needs_color_image else None,
-                                     points=s.points if kind is H.HintKind.POINTS else ())
-                            for s in samples])  # fmt: skip
+        encoded = np.stack(
+            [
+                H.encode(
+                    kind,
+                    s.sketch,
+                    color=s.color if kind.needs_color_image else None,
+                    points=s.points if kind is H.HintKind.POINTS else (),
+                )
+                for s in samples
+            ]
+        )
         with torch.inference_mode():
             generator = load_exported(repo / args.variant / "1" / WEIGHTS_FILE)
             generated = B.generate(generator, kind, torch.from_numpy(encoded)).numpy()
         reference = H.from_unit(generated).transpose(0, 2, 3, 1)
         diff = np.abs(served.astype(np.int64) - reference)
         inputs = encoded
-        result["parity"] = {"images": len(inputs), "output_bytes": int(served.nbytes),
-                            "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
-                            "tolerance": PARITY_TOLERANCE,
-                            "ok": bool(served.size == reference.size and diff.max() <= PARITY_TOLERANCE)}  # fmt: skip
+        result["parity"] = {
+            "images": len(inputs),
+            "output_bytes": int(served.nbytes),
+            "max_abs_diff": float(diff.max()),
+            "mean_abs_diff": float(diff.mean()),
+            "tolerance": PARITY_TOLERANCE,
+            "ok": bool(served.size == reference.size and diff.max() <= PARITY_TOLERANCE),
+        }
         write_json(out / "serving.json", result)
         res = L.run(cfg, ["--variant", args.variant], stack=stack)  # its own report under latency/
     result["latency"] = {
         "in_process": [vars(p) if not isinstance(p, dict) else p for p in res.in_process],
-        "points": [{"path": p.path, "c": p.concurrency, "p50_ms": p.p50_ms, "p99_ms": p.p99_ms,
-                    "img_s": p.throughput, "mean_batch": p.mean_batch, "errors": p.errors} for p in res.points],
-    }  # fmt: skip
+        "points": [
+            {
+                "path": p.path,
+                "c": p.concurrency,
+                "p50_ms": p.p50_ms,
+                "p99_ms": p.p99_ms,
+                "img_s": p.throughput,
+                "mean_batch": p.mean_batch,
+                "errors": p.errors,
+            }
+            for p in res.points
+        ],
+    }
     return result
 
 
@@ -219,31 +283,51 @@ def render_report(out: Path, statuses: dict[str, str]) -> str:
     lines += [f"| {name} | {status} |" for name, status in statuses.items()]
     env = load("environment")
     if env:
-        lines += ["", "## Machine", "", *(f"- {k}: {v}" for k, v in env["machine"].items()),
-                  f"- torch {env['torch']}, CUDA {env['cuda']}; nvidia-smi: {env.get('nvidia_smi')}"]  # fmt: skip
+        lines += [
+            "",
+            "## Machine",
+            "",
+            *(f"- {k}: {v}" for k, v in env["machine"].items()),
+            f"- torch {env['torch']}, CUDA {env['cuda']}; nvidia-smi: {env.get('nvidia_smi')}",
+        ]
     fwd = load("forward")
     if fwd:
-        lines += ["", f"## In-process forward on {fwd['device']} (img/s, median call)", "",
-                  "| network | dtype | batch | img/s |", "|:---|:---|---:|---:|"]  # fmt: skip
+        lines += [
+            "",
+            f"## In-process forward on {fwd['device']} (img/s, median call)",
+            "",
+            "| network | dtype | batch | img/s |",
+            "|:---|:---|---:|---:|",
+        ]
         for r in fwd["rows"]:
             value = f"{r['img_s']:,.0f}" if "img_s" in r else r.get("error", "")[:80]
             lines.append(f"| {r['net']} | {r['dtype']} | {r.get('batch', '')} | {value} |")
     loop = load("train_loop")
     if loop:
-        lines += ["", "## Training loop: bare GAN step vs the full loop (BatchMaker on the device)", "",
-                  "| variant | width | device | data | bare img/s | full img/s | full / bare | batches only img/s |",
-                  "|:---|---:|:---|:---|---:|---:|---:|---:|"]  # fmt: skip
+        lines += [
+            "",
+            "## Training loop: bare GAN step vs the full loop (BatchMaker on the device)",
+            "",
+            "| variant | width | device | data | bare img/s | full img/s | full / bare | batches only img/s |",
+            "|:---|---:|:---|:---|---:|---:|---:|---:|",
+        ]
         for r in loop["loops"]:
-            lines.append(f"| {r['variant']} | {r['width']} | {r['device']} | {r['data']} | {r['bare_img_s']:,.0f} | "
-                         f"{r['full_img_s']:,.0f} | {r['full_over_bare']:.0%} | {r['data_img_s']:,.0f} |")  # fmt: skip
+            lines.append(
+                f"| {r['variant']} | {r['width']} | {r['device']} | {r['data']} | {r['bare_img_s']:,.0f} | "
+                f"{r['full_img_s']:,.0f} | {r['full_over_bare']:.0%} | {r['data_img_s']:,.0f} |"
+            )
     serving = load("serving")
     if serving:
         p = serving.get("parity")
         if p:
-            lines += ["", "## Triton parity", "",
-                      f"{p['images']} inputs sent straight to Triton: {p['output_bytes']:,} output bytes, max |diff| "
-                      f"vs the in-process float32 generator {p['max_abs_diff']:.5f} on [-1, 1] (tolerance "
-                      f"{p['tolerance']:.5f} = 1/255 per pixel): **{'ok' if p['ok'] else 'FAILED'}**."]  # fmt: skip
+            lines += [
+                "",
+                "## Triton parity",
+                "",
+                f"{p['images']} inputs sent straight to Triton: {p['output_bytes']:,} output bytes, max |diff| "
+                f"vs the in-process float32 generator {p['max_abs_diff']:.5f} on [-1, 1] (tolerance "
+                f"{p['tolerance']:.5f} = 1/255 per pixel): **{'ok' if p['ok'] else 'FAILED'}**.",
+            ]
         lat = serving.get("latency")
         if lat:
             lines += [
@@ -254,8 +338,10 @@ def render_report(out: Path, statuses: dict[str, str]) -> str:
                 "|:---|---:|---:|---:|---:|---:|---:|",
             ]
             for q in lat["points"]:
-                lines.append(f"| {q['path']} | {q['c']} | {q['p50_ms']:.1f} | {q['p99_ms']:.1f} | {q['img_s']:.0f} | "
-                             f"{q['mean_batch']:.1f} | {q['errors']} |")  # fmt: skip
+                lines.append(
+                    f"| {q['path']} | {q['c']} | {q['p50_ms']:.1f} | {q['p99_ms']:.1f} | {q['img_s']:.0f} | "
+                    f"{q['mean_batch']:.1f} | {q['errors']} |"
+                )
     for name in statuses:
         err = out / f"{name}.error.txt"
         if err.exists():

@@ -86,8 +86,10 @@ def report_lines(by_method: dict[str, dict]) -> list[str]:
     if not by_method:
         return []
     alphas = list(next(iter(by_method.values()))["per_alpha"])
-    lines = ["| method | Hint-AUC PSNR ↑ | SSIM ↑ | CIEDE2000 ↓ | " + " | ".join(f"PSNR α={a}" for a in alphas) + " |",
-             "|---|---:|---:|---:|" + "---:|" * len(alphas)]  # fmt: skip
+    lines = [
+        "| method | Hint-AUC PSNR ↑ | SSIM ↑ | CIEDE2000 ↓ | " + " | ".join(f"PSNR α={a}" for a in alphas) + " |",
+        "|---|---:|---:|---:|" + "---:|" * len(alphas),
+    ]
     for method, r in by_method.items():
         auc = r["hint_auc"]
         cells = [f"{auc['psnr']:.2f}", f"{auc['ssim']:.3f}", f"{auc['deltae']:.2f}"]

@@ -136,8 +136,12 @@ def plot_sheet(result: Locality, path: Path, title: str) -> None:
         diff = np.repeat((np.clip(moved / 30.0, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=2)
         diff[(moved > MOVE_DE) & ~region] = (230, 40, 40)
         share = float((moved[~region] > MOVE_DE).mean())
-        panels = [(sketch, "sketch, hint, its region"), (out0, "no hint"), (out1, "one hint"),
-                  (diff, f"moved: {share:.0%} outside")]  # fmt: skip
+        panels = [
+            (sketch, "sketch, hint, its region"),
+            (out0, "no hint"),
+            (out1, "one hint"),
+            (diff, f"moved: {share:.0%} outside"),
+        ]
         for ax, (image, label) in zip(ax_row, panels, strict=True):
             ax.imshow(image, interpolation="nearest")
             ax.set_title(label, fontsize=8)
@@ -160,8 +164,7 @@ def report_lines(by_variant: dict[str, dict[str, dict[str, float]]]) -> list[str
         "obedience_1": "obedience dE, 1 hint ↓",
         f"obedience_{BLEED_HINTS}": f"obedience dE, {BLEED_HINTS} hints ↓",
     }
-    lines = ["| variant | " + " | ".join(header.get(n, n) for n in names) + " |",
-             "|---|" + "---:|" * len(names)]  # fmt: skip
+    lines = ["| variant | " + " | ".join(header.get(n, n) for n in names) + " |", "|---|" + "---:|" * len(names)]
     for variant, summary in by_variant.items():
         cells = []
         for n in names:

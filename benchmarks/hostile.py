@@ -68,8 +68,12 @@ class HealthProbe:
 
 
 def summary_ms(values: list[float]) -> dict[str, float]:
-    return {"n": len(values), "p50_ms": float(np.percentile(values, 50)), "p99_ms": float(np.percentile(values, 99)),
-            "max_ms": float(max(values))}  # fmt: skip
+    return {
+        "n": len(values),
+        "p50_ms": float(np.percentile(values, 50)),
+        "p99_ms": float(np.percentile(values, 99)),
+        "max_ms": float(max(values)),
+    }
 
 
 def hint_flood(max_message_mb: int) -> bytes:
@@ -110,8 +114,12 @@ async def loop_stall(address: str, rounds: int = 3) -> dict:
 
             for _ in range(rounds):
                 await asyncio.gather(*(send(name) for name in codes for _ in range(2)))
-    return {"idle": summary_ms(idle), "under_bombs": summary_ms(probe.latencies_ms), "codes": codes,
-            "bytes": {name: len(b) for name, b in bombs.items()} | {"hint_flood": len(flood)}}  # fmt: skip
+    return {
+        "idle": summary_ms(idle),
+        "under_bombs": summary_ms(probe.latencies_ms),
+        "codes": codes,
+        "bytes": {name: len(b) for name, b in bombs.items()} | {"hint_flood": len(flood)},
+    }
 
 
 async def memory_burst(stack: triton_local.Stack, n: int = 12, settle_s: float = 60.0) -> dict:
@@ -134,8 +142,9 @@ async def memory_burst(stack: triton_local.Stack, n: int = 12, settle_s: float =
                 await asyncio.sleep(0.02)
 
         sampler = asyncio.create_task(sample())
-        request = pb.ColorizeRequest(sketch=fuzzing.one_bit_png(MAX_SIDE, MAX_SIDE), variant="unet_l1",
-                                     output_format=pb.IMAGE_FORMAT_JPEG)  # fmt: skip
+        request = pb.ColorizeRequest(
+            sketch=fuzzing.one_bit_png(MAX_SIDE, MAX_SIDE), variant="unet_l1", output_format=pb.IMAGE_FORMAT_JPEG
+        )
         t0 = time.monotonic()
         calls = await asyncio.gather(*(load.call(stub, request, 300) for _ in range(n)))
         seconds = time.monotonic() - t0
@@ -143,9 +152,17 @@ async def memory_burst(stack: triton_local.Stack, n: int = 12, settle_s: float =
         await sampler
         await asyncio.sleep(settle_s)
         after = load.rss_mb(pid)
-    return {"n": n, "pixels": MAX_SIDE * MAX_SIDE, "sketch_bytes": len(request.sketch), "codes": load.codes(calls),
-            "seconds": seconds, "baseline_mb": baseline, "peak_mb": peak[0], "after_mb": after,
-            "settle_s": settle_s}  # fmt: skip
+    return {
+        "n": n,
+        "pixels": MAX_SIDE * MAX_SIDE,
+        "sketch_bytes": len(request.sketch),
+        "codes": load.codes(calls),
+        "seconds": seconds,
+        "baseline_mb": baseline,
+        "peak_mb": peak[0],
+        "after_mb": after,
+        "settle_s": settle_s,
+    }
 
 
 async def frozen_triton(stack: triton_local.Stack, bound_s: float, freeze_s: float = 12.0) -> dict:
@@ -177,10 +194,16 @@ async def frozen_triton(stack: triton_local.Stack, bound_s: float, freeze_s: flo
     calls = await loader
     frozen = [c for c in calls if c.start < t_thaw and c.end > t_freeze]
     not_serving = [t for t, s in health if s != SERVING]
-    return {"bound_s": bound_s, "freeze_s": freeze_s, "calls_during": len(frozen), "codes_during": load.codes(frozen),
-            "longest_call_s": max((c.seconds for c in frozen), default=0.0),
-            "not_serving_after_s": min(not_serving, default=float("nan")),
-            "serving_again_after_thaw_s": serving_again, "codes_total": load.codes(calls)}  # fmt: skip
+    return {
+        "bound_s": bound_s,
+        "freeze_s": freeze_s,
+        "calls_during": len(frozen),
+        "codes_during": load.codes(frozen),
+        "longest_call_s": max((c.seconds for c in frozen), default=0.0),
+        "not_serving_after_s": min(not_serving, default=float("nan")),
+        "serving_again_after_thaw_s": serving_again,
+        "codes_total": load.codes(calls),
+    }
 
 
 NOT_PROTOBUF_METHODS = {

@@ -172,10 +172,13 @@ async def measure_servers(
             for s in samples
         ]
         colorize = [
-            channel.unary_unary(f"/{SERVICE_NAME}/Colorize", request_serializer=_serialize,
-                                response_deserializer=pb.ColorizeResponse.FromString)
+            channel.unary_unary(
+                f"/{SERVICE_NAME}/Colorize",
+                request_serializer=_serialize,
+                response_deserializer=pb.ColorizeResponse.FromString,
+            )
             for channel in gateway_channels
-        ]  # fmt: skip
+        ]
 
         async def send_gateway(i: int) -> pb.Timings:
             call = colorize[i % len(colorize)]
@@ -223,9 +226,13 @@ async def measure_servers(
 
 
 def measure_in_process(
-    weights: Path, kind: H.HintKind, inputs: list[dict[str, np.ndarray]], batches: tuple[int, ...], seconds: float,
+    weights: Path,
+    kind: H.HintKind,
+    inputs: list[dict[str, np.ndarray]],
+    batches: tuple[int, ...],
+    seconds: float,
     threads: int = 0,
-) -> list[InProcessPoint]:  # fmt: skip
+) -> list[InProcessPoint]:
     """What the Triton model does per batch, in this process, at each batch size (inputs cycled):
     encode the compact inputs, run the exported generator as served (`contract.batch.generate`: a
     hinted input takes two passes), make the uint8 image; on the device and
@@ -261,8 +268,10 @@ def measure_in_process(
                 call(batch)
                 times.append(time.perf_counter() - t0)
             point = InProcessPoint(b, len(times), float(np.median(times) * 1e3), b * len(times) / sum(times))
-            print(f"in-process {device} batch {b:>2}: {point.p50_ms:8.1f} ms  {point.images_per_s:8.1f} img/s",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"in-process {device} batch {b:>2}: {point.p50_ms:8.1f} ms  {point.images_per_s:8.1f} img/s",
+                file=sys.stderr,
+            )
             points.append(point)
     return points
 
@@ -302,8 +311,10 @@ def run(cfg: LatencyConfig, argv: list[str] | None = None, stack=None) -> Latenc
         kind = H.HintKind(model["hint_encoding"])
         wanted = {t.name: list(t.dims) for t in wire.inputs(kind)}
         if model["inputs"] != wanted:
-            raise SystemExit(f"{cfg.variant} declares inputs {model['inputs']} but contract.wire has {wanted} for "
-                             f"{kind.value} hints: re-export the variant")  # fmt: skip
+            raise SystemExit(
+                f"{cfg.variant} declares inputs {model['inputs']} but contract.wire has {wanted} for "
+                f"{kind.value} hints: re-export the variant"
+            )
         inputs = [wire_sample(s, kind) for s in samples]
         seconds = max(1.0, cfg.duration / 2)
         in_process = measure_in_process(weights, kind, inputs, cfg.batches, seconds, cfg.threads)

@@ -40,9 +40,10 @@ def valid_requests(seed: int = 0, n: int = 16) -> list[pb.ColorizeRequest]:
         sketches.append(buf.getvalue())
     out = []
     for i in range(n):
-        hints = [pb.Hint(normalized=pb.Point(x=float(x), y=float(y)),
-                         color=pb.Color(r=int(c[0]), g=int(c[1]), b=int(c[2])))
-                 for x, y, c in zip(rng.random(4), rng.random(4), rng.integers(0, 256, (4, 3)))]  # fmt: skip
+        hints = [
+            pb.Hint(normalized=pb.Point(x=float(x), y=float(y)), color=pb.Color(r=int(c[0]), g=int(c[1]), b=int(c[2])))
+            for x, y, c in zip(rng.random(4), rng.random(4), rng.integers(0, 256, (4, 3)))
+        ]
         out.append(pb.ColorizeRequest(sketch=sketches[i % len(sketches)], variant="guided", hints=hints))
     return out
 
@@ -57,8 +58,14 @@ async def call(stub: pb_grpc.ColorizerStub, request: pb.ColorizeRequest, timeout
     return Call(start, time.monotonic(), code)
 
 
-async def closed_loop(address: str, requests: list[pb.ColorizeRequest], concurrency: int, stop: asyncio.Event,
-                      timeout: float = 30.0, backoff_s: float = 0.05) -> list[Call]:  # fmt: skip
+async def closed_loop(
+    address: str,
+    requests: list[pb.ColorizeRequest],
+    concurrency: int,
+    stop: asyncio.Event,
+    timeout: float = 30.0,
+    backoff_s: float = 0.05,
+) -> list[Call]:
     """`concurrency` callers, each sending its next request when the last one is answered, until
     `stop` is set. After a failure a caller waits `backoff_s`, as a real client would, so that a
     down server is not hammered by a busy loop that starves the machine it restarts on."""
@@ -79,8 +86,9 @@ async def closed_loop(address: str, requests: list[pb.ColorizeRequest], concurre
     return calls
 
 
-async def open_loop(address: str, requests: list[pb.ColorizeRequest], rate: float, seconds: float,
-                    timeout: float = 30.0, on_tick=None) -> list[Call]:  # fmt: skip
+async def open_loop(
+    address: str, requests: list[pb.ColorizeRequest], rate: float, seconds: float, timeout: float = 30.0, on_tick=None
+) -> list[Call]:
     """Requests at a fixed `rate` per second for `seconds`, each on its own (an arrival does not wait
     for earlier answers). `on_tick(now)` runs about once a second (e.g. to sample memory)."""
     calls: list[Call] = []

@@ -61,8 +61,9 @@ async def triton_counters(stub_call, variant: str) -> dict[str, int]:
     }
 
 
-def summarize(path: str, concurrency: int, latencies: list[float], errors: int,
-              windows: list[tuple[Snapshot, Snapshot]]) -> dict:  # fmt: skip
+def summarize(
+    path: str, concurrency: int, latencies: list[float], errors: int, windows: list[tuple[Snapshot, Snapshot]]
+) -> dict:
     """A point from its measured windows (each a pair of snapshots at its edges), summed."""
     seconds = sum(after.t - before.t for before, after in windows)
     ms = np.asarray(latencies) * 1e3 if latencies else np.full(1, np.nan)

@@ -218,11 +218,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="Triton model repository")
     parser.add_argument("--variants", nargs="+", metavar="NAME", help="only these variants (default: every one)")
-    parser.add_argument("--data", nargs="+", default=["openmoji"],
-                        help="data sets, each scored on its own (openmoji illustrations mix kaggle:DIR folder:DIR "
-                        "synthetic); with several, <out>/<data>/ each and a summary in <out>")  # fmt: skip
-    parser.add_argument("--reference", type=Path,
-                        help="metrics.json of older weights on OpenMoji: the no-loss check")  # fmt: skip
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        default=["openmoji"],
+        help="data sets, each scored on its own (openmoji illustrations mix kaggle:DIR folder:DIR "
+        "synthetic); with several, <out>/<data>/ each and a summary in <out>",
+    )
+    parser.add_argument("--reference", type=Path, help="metrics.json of older weights on OpenMoji: the no-loss check")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N pairs (0 = all)")
     parser.add_argument("--out", type=Path, default=Path("results/quality"))
@@ -275,8 +278,10 @@ def run_one(args, source: str, out: Path, variants: dict, command: str, lpips_pa
     if fid and n < 2:
         fid, fid_note = None, "skipped: FID needs at least 2 images"
     rows = plan_rows(variants)
-    print(f"{source}: {len(rows)} rows ({len(variants)} variants + baselines) x {n} images, {backend.name}",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"{source}: {len(rows)} rows ({len(variants)} variants + baselines) x {n} images, {backend.name}",
+        file=sys.stderr,
+    )
 
     results = evaluate(dataset, rows, backend, lpips=lpips, fid=fid, batch=args.batch)
     out.mkdir(parents=True, exist_ok=True)
@@ -289,8 +294,10 @@ def run_one(args, source: str, out: Path, variants: dict, command: str, lpips_pa
         results.locality[name + how] = locality.summary()
         sheet = out / hint_locality.sheet_file(name + how)
         hint_locality.plot_sheet(locality, sheet, f"{name}{how} on {source}: one hint's effect")
-        print(f"{name}{how}: Hint-AUC ({len(dataset)} images x {len(hint_auc.hintauc.DEFAULT_ALPHAS)} ratios)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"{name}{how}: Hint-AUC ({len(dataset)} images x {len(hint_auc.hintauc.DEFAULT_ALPHAS)} ratios)",
+            file=sys.stderr,
+        )
         results.hint_auc[name + how] = hint_auc.evaluate(through, name, dataset)
     if guided:
         results.hint_auc[ORACLE] = hint_auc.oracle(dataset)

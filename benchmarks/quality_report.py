@@ -164,8 +164,15 @@ def locality_section(results: Results) -> list[str]:
     if not results.locality:
         return []
     what = hint_locality.__doc__.split("\n\n")[1].replace("\n", " ")
-    lines = ["## Hints that stay where they are put", "", what, "Definitions: `benchmarks/hint_locality.py`.", "",
-             *hint_locality.report_lines(results.locality), ""]  # fmt: skip
+    lines = [
+        "## Hints that stay where they are put",
+        "",
+        what,
+        "Definitions: `benchmarks/hint_locality.py`.",
+        "",
+        *hint_locality.report_lines(results.locality),
+        "",
+    ]
     for name in results.locality:
         lines += [f"![one hint's effect, {name}]({hint_locality.sheet_file(name)})", ""]
     return lines
@@ -191,9 +198,17 @@ def write_metrics_json(results: Results, out: Path, info: dict, metrics: Sequenc
         if row.key in results.fid:
             entry["metrics"]["fid"] = {"value": results.fid[row.key], "n": len(results.scores[row.key]["l1"])}
         rows.append(entry)
-    payload = {**info, "ssim_params": SSIM_PARAMS, "psnr_cap_db": PSNR_CAP_DB, "hint_seed": HINT_SEED,
-               "point_counts": list(POINT_COUNTS), "placements": list(PLACEMENTS), "rows": rows,
-               "hint_locality": results.locality, "hint_auc": results.hint_auc}  # fmt: skip
+    payload = {
+        **info,
+        "ssim_params": SSIM_PARAMS,
+        "psnr_cap_db": PSNR_CAP_DB,
+        "hint_seed": HINT_SEED,
+        "point_counts": list(POINT_COUNTS),
+        "placements": list(PLACEMENTS),
+        "rows": rows,
+        "hint_locality": results.locality,
+        "hint_auc": results.hint_auc,
+    }
     (out / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n")
 
 
@@ -232,13 +247,21 @@ def plot_psnr_vs_hints(results: Results, path: Path) -> None:
         line_colors = ["tab:red", "tab:purple", "tab:brown", "tab:cyan", "tab:pink", "tab:olive"]
         for i, row in enumerate(fixed):
             s = results.summary(row, "psnr")
-            ax.axhline(s["mean"], color=line_colors[i % len(line_colors)], ls=":", lw=1.5,
-                       label=f"{row.method} ({row.setting.description})")  # fmt: skip
+            ax.axhline(
+                s["mean"],
+                color=line_colors[i % len(line_colors)],
+                ls=":",
+                lw=1.5,
+                label=f"{row.method} ({row.setting.description})",
+            )
         ax.set_xscale("symlog", linthresh=1)
         ax.set_xlim(-0.3, POINT_COUNTS[-1] * 1.2)
         ax.set_xticks(POINT_COUNTS, [str(k) for k in POINT_COUNTS])
-        ax.set(xlabel=f"{placement} point hints (same hints for every method)", ylabel="PSNR (dB) ↑",
-               title=f"{placement} hints: PSNR, mean ± s.e., n = {n}")  # fmt: skip
+        ax.set(
+            xlabel=f"{placement} point hints (same hints for every method)",
+            ylabel="PSNR (dB) ↑",
+            title=f"{placement} hints: PSNR, mean ± s.e., n = {n}",
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
     fig.tight_layout()

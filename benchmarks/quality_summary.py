@@ -39,8 +39,9 @@ def load(path: Path) -> dict[tuple[str, str], dict]:
 
 
 def psnr(rows: dict, method: str, hints: str) -> float | None:
-    m = rows.get((method, hints)) or (rows.get(("sketch", "none")) if method != "guided" and hints.endswith(":0")
-                                      else None)  # fmt: skip
+    m = rows.get((method, hints)) or (
+        rows.get(("sketch", "none")) if method != "guided" and hints.endswith(":0") else None
+    )
     return m["psnr"]["mean"] if m else None
 
 
@@ -54,11 +55,19 @@ def hint_targets(metrics: dict) -> list[dict]:
     """The user-side hint targets from one data set's metrics.json (locality and Hint-AUC of `guided`)."""
     out = []
     if scores := metrics.get("hint_locality", {}).get("guided"):
-        out.append(check("guided: pixels one region hint moves outside its region", 100 * scores["locality"]["mean"],
-                         100 * LOCALITY, at_least=False, unit="%"))  # fmt: skip
+        out.append(
+            check(
+                "guided: pixels one region hint moves outside its region",
+                100 * scores["locality"]["mean"],
+                100 * LOCALITY,
+                at_least=False,
+                unit="%",
+            )
+        )
         extra = 100 * (scores["bleed_10"]["mean"] - scores["bleed_0"]["mean"])
-        out.append(check("guided: bleed with 10 region hints over bleed with none", extra, BLEED_PP, at_least=False,
-                         unit="pp"))  # fmt: skip
+        out.append(
+            check("guided: bleed with 10 region hints over bleed with none", extra, BLEED_PP, at_least=False, unit="pp")
+        )
     auc = metrics.get("hint_auc", {})
     oracle = next((r for name, r in auc.items() if name.startswith("oracle")), None)
     if "guided" in auc and oracle:
@@ -90,8 +99,11 @@ def targets(rows: dict, reference: dict | None, openmoji: dict | None) -> list[d
         out.append(check(f"{method} ({hints}) over the sketch", m["psnr"]["mean"] - sketch, BEAT_SKETCH))
     fids = {m: rows.get((m, "none"), {}).get("fid", {}).get("value") for m in ("pix2pix", "unet_l1")}
     if all(v is not None for v in fids.values()):
-        out.append(check("pix2pix FID below unet_l1 FID (unet_l1 - pix2pix)", fids["unet_l1"] - fids["pix2pix"], 0.0,
-                         unit="FID"))  # fmt: skip
+        out.append(
+            check(
+                "pix2pix FID below unet_l1 FID (unet_l1 - pix2pix)", fids["unet_l1"] - fids["pix2pix"], 0.0, unit="FID"
+            )
+        )
     if reference and openmoji:
         for key, m in sorted(openmoji.items()):
             if key in reference and key[0] not in ("sketch", "levin2004", "nearest_hint"):

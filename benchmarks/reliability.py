@@ -128,8 +128,7 @@ async def fuzz(address: str, cfg: Config, metrics_port: int, progress=lambda msg
 
         await asyncio.gather(*(gated(k) for k in range(cfg.streams)))
         alive = await stub.Colorize(load.valid_requests(n=1)[0], timeout=60)
-    return {"tally": tally, "stream_faults": stream_faults, "metrics_bytes": sizes,
-            "serves_after": bool(alive.image)}  # fmt: skip
+    return {"tally": tally, "stream_faults": stream_faults, "metrics_bytes": sizes, "serves_after": bool(alive.image)}
 
 
 _by_value = {s.value[0]: s for s in grpc.StatusCode}
@@ -156,18 +155,33 @@ async def soak(stack: triton_local.Stack, cfg: Config, rate: float) -> dict:
         samples.append((t, load.rss_mb(stack.gateway.pid), triton_mb))
 
     t0 = time.monotonic()
-    calls = await load.open_loop(stack.address, load.valid_requests(cfg.seed), rate, 60 * cfg.soak_minutes,
-                                 on_tick=sample)  # fmt: skip
+    calls = await load.open_loop(
+        stack.address, load.valid_requests(cfg.seed), rate, 60 * cfg.soak_minutes, on_tick=sample
+    )
     minutes = []
     for m in range(int(np.ceil(cfg.soak_minutes))):
         in_minute = [c for c in calls if m <= (c.start - t0) / 60 < m + 1]
         rss = [s for s in samples if m <= s[0] / 60 < m + 1]
         last = rss[-1] if rss else (0.0, 0.0, 0.0)
-        minutes.append({"minute": m + 1, "calls": len(in_minute), "errors": sum(c.code != "OK" for c in in_minute),
-                        "p50_ms": load.percentile_ms(in_minute, 50), "p99_ms": load.percentile_ms(in_minute, 99),
-                        "gateway_rss_mb": last[1], "triton_rss_mb": last[2]})  # fmt: skip
-    return {"rate": rate, "calls": len(calls), "codes": load.codes(calls), "minutes": minutes,
-            "rss_samples": samples, **rss_growth(minutes)}  # fmt: skip
+        minutes.append(
+            {
+                "minute": m + 1,
+                "calls": len(in_minute),
+                "errors": sum(c.code != "OK" for c in in_minute),
+                "p50_ms": load.percentile_ms(in_minute, 50),
+                "p99_ms": load.percentile_ms(in_minute, 99),
+                "gateway_rss_mb": last[1],
+                "triton_rss_mb": last[2],
+            }
+        )
+    return {
+        "rate": rate,
+        "calls": len(calls),
+        "codes": load.codes(calls),
+        "minutes": minutes,
+        "rss_samples": samples,
+        **rss_growth(minutes),
+    }
 
 
 def rss_growth(minutes: list[dict]) -> dict[str, float]:
@@ -177,8 +191,11 @@ def rss_growth(minutes: list[dict]) -> dict[str, float]:
     rss = [m["gateway_rss_mb"] for m in minutes]
     after = rss[1:] or rss
     slope = float(np.polyfit(range(len(after)), after, 1)[0]) if len(after) > 1 else 0.0
-    return {"gateway_rss_growth": after[-1] / rss[0] - 1, "gateway_rss_peak_growth": max(after) / rss[0] - 1,
-            "gateway_rss_trend_mb_per_min": slope}  # fmt: skip
+    return {
+        "gateway_rss_growth": after[-1] / rss[0] - 1,
+        "gateway_rss_peak_growth": max(after) / rss[0] - 1,
+        "gateway_rss_trend_mb_per_min": slope,
+    }
 
 
 # ---------------------------------------------------------------------------------- Triton killed
@@ -205,11 +222,16 @@ async def kill_triton(stack: triton_local.Stack, cfg: Config) -> dict:
     calls = await loader
     down = [c for c in calls if t_kill <= c.start and c.end < t_ready]
     first_ok = min((c.end for c in calls if c.code == "OK" and c.end >= t_ready), default=float("nan"))
-    return {"old_pid": old.pid, "left_by_kill": left_by_kill, "orphans_after_cleanup": orphans_after_cleanup,
-            "codes_while_down": load.codes(down), "codes_in_flight_at_kill": load.codes(
-                [c for c in calls if c.start < t_kill <= c.end]),
-            "restart_to_ready_s": t_ready - t_restart, "first_success_after_ready_s": first_ok - t_ready,
-            "codes_total": load.codes(calls)}  # fmt: skip
+    return {
+        "old_pid": old.pid,
+        "left_by_kill": left_by_kill,
+        "orphans_after_cleanup": orphans_after_cleanup,
+        "codes_while_down": load.codes(down),
+        "codes_in_flight_at_kill": load.codes([c for c in calls if c.start < t_kill <= c.end]),
+        "restart_to_ready_s": t_ready - t_restart,
+        "first_success_after_ready_s": first_ok - t_ready,
+        "codes_total": load.codes(calls),
+    }
 
 
 def leftovers(triton) -> dict[str, int]:
@@ -242,8 +264,9 @@ async def drain(stack: triton_local.Stack, cfg: Config) -> dict:
     """SIGTERM the gateway under closed-loop load. Calls it had accepted must all complete OK; calls
     after it may get UNAVAILABLE (refused, the client retries elsewhere) but nothing else."""
     stop = asyncio.Event()
-    loader = asyncio.create_task(load.closed_loop(stack.address, load.valid_requests(cfg.seed), cfg.concurrency,
-                                                  stop, backoff_s=0.2))  # fmt: skip
+    loader = asyncio.create_task(
+        load.closed_loop(stack.address, load.valid_requests(cfg.seed), cfg.concurrency, stop, backoff_s=0.2)
+    )
     await asyncio.sleep(5)
     t_term = time.monotonic()
     stack.gateway.send_signal(signal.SIGTERM)
@@ -254,9 +277,14 @@ async def drain(stack: triton_local.Stack, cfg: Config) -> dict:
     calls = await loader
     accepted = [c for c in calls if c.start < t_term - ACCEPT_MARGIN_S]
     later = [c for c in calls if c.start >= t_term - ACCEPT_MARGIN_S]
-    return {"exit_code": code, "drain_s": t_exit - t_term, "accepted": len(accepted),
-            "accepted_lost": sum(c.code != "OK" for c in accepted), "codes_accepted": load.codes(accepted),
-            "codes_after_sigterm": load.codes(later)}  # fmt: skip
+    return {
+        "exit_code": code,
+        "drain_s": t_exit - t_term,
+        "accepted": len(accepted),
+        "accepted_lost": sum(c.code != "OK" for c in accepted),
+        "codes_accepted": load.codes(accepted),
+        "codes_after_sigterm": load.codes(later),
+    }
 
 
 # ---------------------------------------------------------------------------------- campaign
@@ -299,8 +327,10 @@ def run(cfg: Config) -> dict:
             groups = {stack.triton.pid, res["triton_kill"]["old_pid"]}
             prefix = stack.triton.shm_prefix
     # After the stack's shutdown nothing of either Triton may be left: no stub, no shared memory.
-    res["after_shutdown"] = {"processes": sum(len(triton_local.group_members(g)) for g in groups),
-                             "shm": len(load.shm_regions(prefix))}  # fmt: skip
+    res["after_shutdown"] = {
+        "processes": sum(len(triton_local.group_members(g)) for g in groups),
+        "shm": len(load.shm_regions(prefix)),
+    }
     res["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
     return res
 

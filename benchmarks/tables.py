@@ -71,15 +71,30 @@ def quality(results: Path = RESULTS) -> str:
     drawings = load(results / "quality" / "illustrations" / "metrics.json")
     emoji = load(results / "quality" / "openmoji" / "metrics.json")
     reference = load(results / "quality" / "reference_openmoji_v1.json")
-    header = ["method", "hints", "illustrations PSNR ↑ (dB)", "LPIPS ↓", "FID ↓", "OpenMoji PSNR ↑ (dB)",
-              "OpenMoji, emoji-only weights"]  # fmt: skip
+    header = [
+        "method",
+        "hints",
+        "illustrations PSNR ↑ (dB)",
+        "LPIPS ↓",
+        "FID ↓",
+        "OpenMoji PSNR ↑ (dB)",
+        "OpenMoji, emoji-only weights",
+    ]
     rows = []
     for method, hints, label in QUALITY_ROWS:
         key = (method, hints)
         name = f"*{method}*" if method in BASELINES else f"`{method}`"
-        rows.append([name, label, _mean(drawings, key, "psnr", ".2f", se=True), _mean(drawings, key, "lpips", ".3f"),
-                     _mean(drawings, key, "fid", ".1f"), _mean(emoji, key, "psnr", ".2f", se=True),
-                     _mean(reference, key, "psnr", ".2f", se=True)])  # fmt: skip
+        rows.append(
+            [
+                name,
+                label,
+                _mean(drawings, key, "psnr", ".2f", se=True),
+                _mean(drawings, key, "lpips", ".3f"),
+                _mean(drawings, key, "fid", ".1f"),
+                _mean(emoji, key, "psnr", ".2f", se=True),
+                _mean(reference, key, "psnr", ".2f", se=True),
+            ]
+        )
     return markdown(header, rows, right_from=2)
 
 
@@ -98,9 +113,16 @@ def latency(results: Path = RESULTS) -> str:
     """The latency benchmark's points: the in-process limit, direct Triton and the gateway."""
     res = latency_results(results)
     one, best = res.in_process[0], res.limit
-    rows = [["in-process, batch 1 / best batch (the limit)", DASH,
-             f"{one.p50_ms:.1f} / {best.p50_ms:.1f} (batch {best.batch})", "",
-             f"{one.images_per_s:.0f} / {best.images_per_s:.0f}", ""]]  # fmt: skip
+    rows = [
+        [
+            "in-process, batch 1 / best batch (the limit)",
+            DASH,
+            f"{one.p50_ms:.1f} / {best.p50_ms:.1f} (batch {best.batch})",
+            "",
+            f"{one.images_per_s:.0f} / {best.images_per_s:.0f}",
+            "",
+        ]
+    ]
     for p in sorted(res.points, key=lambda p: (p.path != "direct", p.concurrency)):
         cpu = f"{p.gateway_cpu_ms:.1f}" if p.path == "gateway" else ""
         path = "direct Triton" if p.path == "direct" else p.path
@@ -124,20 +146,38 @@ def summary(results: Path = RESULTS) -> str:
     reliability = _json(results / "reliability" / "metrics.json")["targets"]
     quality_link = "[quality](results/quality/report.md)"
     out = [
-        ["`guided` on 410 held-out drawings, PSNR with 0 / 10 / 50 region hints",
-         " / ".join(f"{psnr[h]:.2f}" for h in psnr) + " dB", quality_link],
-        ["pixels one hint changes outside its own region (dE > 10)", f"{100 * locality:.1f} %",
-         "[hint locality](results/hint_locality/report.md)"],
-        ["Hint-AUC of PSNR, dot hints (hintauc's oracle flat fill)",
-         f"{auc['guided']['hint_auc']['psnr']:.2f} dB ({auc[ORACLE]['hint_auc']['psnr']:.2f})", quality_link],
+        [
+            "`guided` on 410 held-out drawings, PSNR with 0 / 10 / 50 region hints",
+            " / ".join(f"{psnr[h]:.2f}" for h in psnr) + " dB",
+            quality_link,
+        ],
+        [
+            "pixels one hint changes outside its own region (dE > 10)",
+            f"{100 * locality:.1f} %",
+            "[hint locality](results/hint_locality/report.md)",
+        ],
+        [
+            "Hint-AUC of PSNR, dot hints (hintauc's oracle flat fill)",
+            f"{auc['guided']['hint_auc']['psnr']:.2f} dB ({auc[ORACLE]['hint_auc']['psnr']:.2f})",
+            quality_link,
+        ],
         ["quality targets met", _targets_met(quality_checks), quality_link],
-        [f"gateway p50 at c=1; throughput at c={c_hi} (CPU, 2 cores)",
-         f"{g1.p50_ms:.1f} ms; {gh.throughput:.0f} img/s", "[latency](results/latency/report.md)"],
-        ["latency targets met", f"{sum(t.met for t in lat_targets)} of {len(lat_targets)}",
-         "[latency](results/latency/report.md)"],
-        ["reliability targets met (fuzzing, outages, soak, memory)", _targets_met(reliability),
-         "[reliability](results/reliability/report.md)"],
-    ]  # fmt: skip
+        [
+            f"gateway p50 at c=1; throughput at c={c_hi} (CPU, 2 cores)",
+            f"{g1.p50_ms:.1f} ms; {gh.throughput:.0f} img/s",
+            "[latency](results/latency/report.md)",
+        ],
+        [
+            "latency targets met",
+            f"{sum(t.met for t in lat_targets)} of {len(lat_targets)}",
+            "[latency](results/latency/report.md)",
+        ],
+        [
+            "reliability targets met (fuzzing, outages, soak, memory)",
+            _targets_met(reliability),
+            "[reliability](results/reliability/report.md)",
+        ],
+    ]
     return markdown(["what", "measured", "report"], out, right_from=1, right_to=1)
 
 

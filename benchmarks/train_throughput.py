@@ -86,8 +86,17 @@ class ThroughputConfig:
 
     @staticmethod
     def quick(**overrides) -> ThroughputConfig:
-        base = dict(widths=(4, 8), batch=8, warmup_steps=1, steps=2, seconds=0.5, conv=ConvShape(4, 64, 32, 5),
-                    loop_widths=(4,), loop_steps=2, data="synthetic")  # fmt: skip
+        base = dict(
+            widths=(4, 8),
+            batch=8,
+            warmup_steps=1,
+            steps=2,
+            seconds=0.5,
+            conv=ConvShape(4, 64, 32, 5),
+            loop_widths=(4,),
+            loop_steps=2,
+            data="synthetic",
+        )
         return ThroughputConfig(**{**base, **overrides})
 
 
@@ -155,8 +164,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_conv(shape: ConvShape, warmup: int, steps: int, seconds: float, device: torch.device
-                 ) -> tuple[Measured, int]:  # fmt: skip
+def measure_conv(
+    shape: ConvShape, warmup: int, steps: int, seconds: float, device: torch.device
+) -> tuple[Measured, int]:
     """The plain conv's forward + backward; -> (measurement, FLOPs torch's counter sees, as a check)."""
     torch.manual_seed(0)
     conv = nn.Conv2d(shape.channels, shape.channels, shape.kernel, padding=shape.kernel // 2, bias=False).to(device)
@@ -229,11 +239,19 @@ def measure_loop(cfg: ThroughputConfig, width: int) -> dict:
     rates = {k: [cfg.batch / t for t in v] for k, v in times.items()}
     med = {k: float(np.median(v)) for k, v in rates.items()}
     return {
-        "variant": variant.name, "width": width, "batch": cfg.batch, "device": str(device), "data": data,
-        "bare_img_s": med["bare"], "full_img_s": med["full"], "data_img_s": med["data"],
-        "full_over_bare": med["full"] / med["bare"], "bf16": use_amp, "bare_fp32_img_s": med["fp32"],
+        "variant": variant.name,
+        "width": width,
+        "batch": cfg.batch,
+        "device": str(device),
+        "data": data,
+        "bare_img_s": med["bare"],
+        "full_img_s": med["full"],
+        "data_img_s": med["data"],
+        "full_over_bare": med["full"] / med["bare"],
+        "bf16": use_amp,
+        "bare_fp32_img_s": med["fp32"],
         "steps": rates,
-    }  # fmt: skip
+    }
 
 
 def run(cfg: ThroughputConfig, argv: list[str] | None = None) -> dict:
@@ -244,8 +262,11 @@ def run(cfg: ThroughputConfig, argv: list[str] | None = None) -> dict:
     loops = []
     for width in cfg.loop_widths:
         loop = measure_loop(cfg, width)
-        print(f"{loop['variant']} w{width} on {loop['device']}: bare {loop['bare_img_s']:.1f} img/s, full "
-              f"{loop['full_img_s']:.1f} img/s ({loop['full_over_bare']:.0%})", file=sys.stderr)  # fmt: skip
+        print(
+            f"{loop['variant']} w{width} on {loop['device']}: bare {loop['bare_img_s']:.1f} img/s, full "
+            f"{loop['full_img_s']:.1f} img/s ({loop['full_over_bare']:.0%})",
+            file=sys.stderr,
+        )
         loops.append(loop)
     conv, conv_counted = measure_conv(cfg.conv, cfg.warmup_steps, cfg.steps, cfg.seconds, device)
     print(f"{conv.name}: {conv.gflops_per_s:.1f} GFLOP/s", file=sys.stderr)

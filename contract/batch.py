@@ -107,8 +107,9 @@ def encode_points(sketch: torch.Tensor, labels: torch.Tensor, points: PointBatch
     return out.reshape(b, 11, SIZE, SIZE)
 
 
-def encode_wire(kind: H.HintKind, sketch: torch.Tensor, hints: torch.Tensor | None = None,
-                color: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+def encode_wire(
+    kind: H.HintKind, sketch: torch.Tensor, hints: torch.Tensor | None = None, color: torch.Tensor | None = None
+) -> torch.Tensor:
     """The generator input (B, C, 128, 128) float32 for a batch of `contract.wire` tensors.
 
     sketch: (B, 128, 128) uint8 on the compute device; hints: (B, MAX_HINTS, 6) uint8 (``points``);
@@ -225,8 +226,9 @@ def hint_colours(targets: torch.Tensor, points: PointBatch) -> torch.Tensor:
     """
     b, k = points.rows.shape
     flat, inside = square_windows(points)
-    pixels = torch.gather(targets.reshape(b, 3, 1, -1).expand(b, 3, k, SIZE * SIZE), 3,
-                          flat[:, None].expand(b, 3, k, flat.shape[-1]))  # fmt: skip
+    pixels = torch.gather(
+        targets.reshape(b, 3, 1, -1).expand(b, 3, k, SIZE * SIZE), 3, flat[:, None].expand(b, 3, k, flat.shape[-1])
+    )
     sums = (pixels.long() * inside[:, None]).sum(-1).permute(0, 2, 1)  # (B, K, 3)
     counts = inside.sum(-1, keepdim=True).clamp(min=1)
     return torch.round(sums.double() / counts.double()).long()

@@ -43,8 +43,9 @@ def instances(config: dict) -> tuple[int, bool]:
     (JSON), where KIND_AUTO is resolved; a GPU group runs `count` on each of its GPUs."""
     groups = config.get("instance_group") or [{"kind": "KIND_CPU", "count": 1}]
     gpu = any(g.get("kind") == "KIND_GPU" for g in groups)
-    count = sum(int(g.get("count", 1)) * (max(1, len(g.get("gpus", []))) if g.get("kind") == "KIND_GPU" else 1)
-                for g in groups)  # fmt: skip
+    count = sum(
+        int(g.get("count", 1)) * (max(1, len(g.get("gpus", []))) if g.get("kind") == "KIND_GPU" else 1) for g in groups
+    )
     return max(1, count), gpu
 
 
@@ -100,8 +101,7 @@ def pack_points(points: Sequence[PointHint]) -> np.ndarray:
 
 def unpack_points(table: np.ndarray) -> list[PointHint]:
     """The hints of one table (rows with size 0 skipped), as `pack_points` took them."""
-    return [PointHint(int(r), int(c), (int(red), int(g), int(b)), int(s))
-            for r, c, s, red, g, b in table if s]  # fmt: skip
+    return [PointHint(int(r), int(c), (int(red), int(g), int(b)), int(s)) for r, c, s, red, g, b in table if s]
 
 
 def check_hints(table: np.ndarray) -> str | None:
@@ -115,8 +115,9 @@ def check_hints(table: np.ndarray) -> str | None:
     return None
 
 
-def inputs_for(kind: HintKind | str, sketch: np.ndarray, *, points: Sequence[PointHint] = (),
-               color: np.ndarray | None = None) -> dict[str, np.ndarray]:  # fmt: skip
+def inputs_for(
+    kind: HintKind | str, sketch: np.ndarray, *, points: Sequence[PointHint] = (), color: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """The wire tensors of one request (no batch dimension), by name: what the gateway sends."""
     kind = HintKind(kind)
     if sketch.shape != (MODEL_SIZE, MODEL_SIZE) or sketch.dtype != np.uint8:

@@ -36,8 +36,10 @@ class TritonPythonModel:
         self.inputs = wire.inputs(self.hint)
         declared = [(i["name"], tuple(int(d) for d in i["dims"])) for i in config["input"]]
         if declared != [(spec.name, spec.dims) for spec in self.inputs]:
-            raise ValueError(f"config.pbtxt declares inputs {declared}; a {self.hint.value} generator takes "
-                             f"{[(spec.name, spec.dims) for spec in self.inputs]}: re-export it")  # fmt: skip
+            raise ValueError(
+                f"config.pbtxt declares inputs {declared}; a {self.hint.value} generator takes "
+                f"{[(spec.name, spec.dims) for spec in self.inputs]}: re-export it"
+            )
         (out,) = config["output"]
         self.output_name = out["name"]
         kind = "GPU" if args["model_instance_kind"] == "GPU" else "CPU"

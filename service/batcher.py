@@ -37,8 +37,13 @@ class _Lane:
 
 
 class Batcher:
-    def __init__(self, call: Call, calls: Callable[[str], int], max_batch: Callable[[str], int],
-                 on_batch: Callable[[str, int], None] = lambda variant, size: None):  # fmt: skip
+    def __init__(
+        self,
+        call: Call,
+        calls: Callable[[str], int],
+        max_batch: Callable[[str], int],
+        on_batch: Callable[[str, int], None] = lambda variant, size: None,
+    ):
         """`calls(variant)`: Triton calls in flight allowed for the variant now (it grows with the ready Tritons);
         `max_batch(variant)`: the model's largest batch; `on_batch(variant, size)`: told of each call."""
         self.call, self.calls, self.max_batch, self.on_batch = call, calls, max_batch, on_batch

@@ -22,14 +22,21 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 
 def colorize(args: argparse.Namespace, client: ColorizerClient) -> int:
     hints = [parse_hint(h) for h in args.hint]
-    options = dict(variant=args.variant, hints=hints, color_hint=args.color_hint, output_format=args.format,
-                   model_size=args.model_size)  # fmt: skip
+    options = dict(
+        variant=args.variant,
+        hints=hints,
+        color_hint=args.color_hint,
+        output_format=args.format,
+        model_size=args.model_size,
+    )
     source, out = Path(args.input), Path(args.output)
     if source.is_file():
         response = client.colorize_full(source, **options)
         out.write_bytes(response.image)
-        print(f"{out} ({response.width}x{response.height}, {response.variant} {response.model_version}, "
-              f"{response.timings.total_ms:.0f} ms)")  # fmt: skip
+        print(
+            f"{out} ({response.width}x{response.height}, {response.variant} {response.model_version}, "
+            f"{response.timings.total_ms:.0f} ms)"
+        )
         return 0
     if not source.exists():
         print(f"{source}: no such file or folder", file=sys.stderr)
@@ -68,8 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("input", help="a sketch image or a folder of them")
     c.add_argument("-o", "--output", required=True, help="output file, or folder for a folder input")
     c.add_argument("--variant", default="", help="default: the server's (guided)")
-    c.add_argument("--hint", action="append", default=[], metavar="X,Y,#RRGGBB[,SIZE]",
-                   help="a colour hint in sketch pixels (or X%%,Y%%); repeat for more")  # fmt: skip
+    c.add_argument(
+        "--hint",
+        action="append",
+        default=[],
+        metavar="X,Y,#RRGGBB[,SIZE]",
+        help="a colour hint in sketch pixels (or X%%,Y%%); repeat for more",
+    )
     c.add_argument("--color-hint", help="rough colour image, for variants that take one")
     c.add_argument("--format", default="png", choices=["png", "jpeg", "webp"])
     c.add_argument("--model-size", action="store_true", help="return the 128x128 model output")

@@ -18,8 +18,12 @@ from service.api import DEFAULT_ADDRESS, MAX_MESSAGE_MB, pb, pb_grpc
 # Service: one per ready gateway pod) instead of all going down the first connection.
 ROUND_ROBIN = ("grpc.lb_policy_name", "round_robin")
 
-FORMATS = {"png": pb.IMAGE_FORMAT_PNG, "jpeg": pb.IMAGE_FORMAT_JPEG, "jpg": pb.IMAGE_FORMAT_JPEG,
-           "webp": pb.IMAGE_FORMAT_WEBP}  # fmt: skip
+FORMATS = {
+    "png": pb.IMAGE_FORMAT_PNG,
+    "jpeg": pb.IMAGE_FORMAT_JPEG,
+    "jpg": pb.IMAGE_FORMAT_JPEG,
+    "webp": pb.IMAGE_FORMAT_WEBP,
+}
 
 
 def parse_color(text: str) -> pb.Color:
@@ -67,8 +71,11 @@ class ColorizerClient:
     """One channel to the gateway; thread-safe; use as a context manager or call close()."""
 
     def __init__(self, target: str = DEFAULT_ADDRESS, timeout: float = 30.0, max_message_mb: int = MAX_MESSAGE_MB):
-        opts = [("grpc.max_send_message_length", max_message_mb << 20),
-                ("grpc.max_receive_message_length", max_message_mb << 20), ROUND_ROBIN]  # fmt: skip
+        opts = [
+            ("grpc.max_send_message_length", max_message_mb << 20),
+            ("grpc.max_receive_message_length", max_message_mb << 20),
+            ROUND_ROBIN,
+        ]
         self.channel = grpc.insecure_channel(target, options=opts)
         self.stub = pb_grpc.ColorizerStub(self.channel)
         self.timeout = timeout

@@ -22,8 +22,15 @@ def generate() -> None:
 
     OUT_DIR.mkdir(exist_ok=True)
     well_known = Path(grpc_tools.__file__).parent / "_proto"
-    args = ["protoc", f"-I{PROTO_DIR}", f"-I{well_known}", f"--python_out={OUT_DIR}", f"--pyi_out={OUT_DIR}",
-            f"--grpc_python_out={OUT_DIR}", *map(str, PROTOS)]  # fmt: skip
+    args = [
+        "protoc",
+        f"-I{PROTO_DIR}",
+        f"-I{well_known}",
+        f"--python_out={OUT_DIR}",
+        f"--pyi_out={OUT_DIR}",
+        f"--grpc_python_out={OUT_DIR}",
+        *map(str, PROTOS),
+    ]
     if protoc.main(args) != 0:
         raise RuntimeError(f"protoc failed on {[str(p) for p in PROTOS]}")
 

@@ -68,8 +68,12 @@ class Colorizer(pb_grpc.ColorizerServicer):
         self.draining = False  # after SIGTERM: new work is refused with UNAVAILABLE
         self.triton = TritonPool(config.triton_url, self.metrics.registry)
         self.state = TritonState(self.triton)
-        self.batcher = Batcher(self.triton_call, calls=self.calls_for, max_batch=self.max_batch,
-                               on_batch=lambda name, size: self.metrics.batch.labels(name).observe(size))  # fmt: skip
+        self.batcher = Batcher(
+            self.triton_call,
+            calls=self.calls_for,
+            max_batch=self.max_batch,
+            on_batch=lambda name, size: self.metrics.batch.labels(name).observe(size),
+        )
 
     # ------------------------------------------------------------------ RPCs
 
@@ -85,7 +89,7 @@ class Colorizer(pb_grpc.ColorizerServicer):
                     input_size=MODEL_SIZE,
                     version=v.version,
                     ready=v.ready,
-                )  # fmt: skip
+                )
                 for v in sorted(self.state.variants.values(), key=lambda v: v.name)
             ],
             default_variant=self.config.default_variant,
@@ -229,16 +233,18 @@ class Colorizer(pb_grpc.ColorizerServicer):
             opened = await loop.run_in_executor(self.pool, open_request, request, self.limits)
         if opened.pixels <= INLINE_MAX_PIXELS:
             inline = len(request.sketch) + len(request.color_hint) <= INLINE_MAX_BYTES
-            return await self._work(request, variant, opened, t0, time_remaining,
-                                    inline=inline and len(request.hints) <= INLINE_MAX_HINTS)  # fmt: skip
+            return await self._work(
+                request, variant, opened, t0, time_remaining, inline=inline and len(request.hints) <= INLINE_MAX_HINTS
+            )
         try:
             async with self.budget.hold(opened.pixels):
                 return await self._work(request, variant, opened, t0, time_remaining, inline=False)
         finally:
             self.pool.submit(self.allocator.trim)  # a large request's freed blocks back to the system
 
-    async def _work(self, request, variant: VariantInfo, opened: Opened, t0: float, time_remaining: float | None,
-                    inline: bool) -> pb.ColorizeResponse:  # fmt: skip
+    async def _work(
+        self, request, variant: VariantInfo, opened: Opened, t0: float, time_remaining: float | None, inline: bool
+    ) -> pb.ColorizeResponse:
         loop = asyncio.get_running_loop()
         if inline:
             encoded, frame, sketch = self.prepare(request, variant, opened)
@@ -251,8 +257,9 @@ class Colorizer(pb_grpc.ColorizerServicer):
         if request.output_size == pb.OUTPUT_SIZE_MODEL or frame.width * frame.height <= INLINE_MAX_PIXELS:
             image, mime, width, height = self.finish(request, output, frame, sketch)
         else:
-            image, mime, width, height = await loop.run_in_executor(self.pool, self.finish, request, output, frame,
-                                                                    sketch)  # fmt: skip
+            image, mime, width, height = await loop.run_in_executor(
+                self.pool, self.finish, request, output, frame, sketch
+            )
         t3 = time.perf_counter()
         limit = (self.config.max_message_mb << 20) - 4096  # room for the response's other fields
         if len(image) > limit:  # grpc would fail the send after the fact, and the call would look like an OK
@@ -262,11 +269,19 @@ class Colorizer(pb_grpc.ColorizerServicer):
         self.metrics.stage.labels("triton", variant.name).observe(t2 - t1)
         self.metrics.stage.labels("gateway", variant.name).observe((t1 - t0) + (t3 - t2))
         return pb.ColorizeResponse(
-            image=image, mime_type=mime, width=width, height=height, variant=variant.name,
+            image=image,
+            mime_type=mime,
+            width=width,
+            height=height,
+            variant=variant.name,
             model_version=variant.version,
-            timings=pb.Timings(decode_ms=1e3 * (t1 - t0), triton_ms=1e3 * (t2 - t1), encode_ms=1e3 * (t3 - t2),
-                               total_ms=1e3 * (t3 - t0)),
-        )  # fmt: skip
+            timings=pb.Timings(
+                decode_ms=1e3 * (t1 - t0),
+                triton_ms=1e3 * (t2 - t1),
+                encode_ms=1e3 * (t3 - t2),
+                total_ms=1e3 * (t3 - t0),
+            ),
+        )
 
     def resolve_variant(self, request) -> VariantInfo:
         if not request.sketch and not request.variant and not request.hints and not request.color_hint:
@@ -294,8 +309,9 @@ class Colorizer(pb_grpc.ColorizerServicer):
     def prepare(self, request, variant: VariantInfo, opened: Opened) -> tuple[dict[str, np.ndarray], Frame, np.ndarray]:
         return encode_request(request, variant.hint, self.limits, opened)
 
-    async def infer(self, variant: VariantInfo, inputs: dict[str, np.ndarray], time_remaining: float | None
-                    ) -> np.ndarray:  # fmt: skip
+    async def infer(
+        self, variant: VariantInfo, inputs: dict[str, np.ndarray], time_remaining: float | None
+    ) -> np.ndarray:
         """One request through Triton, batched with those that arrive with it: -> (128, 128, 3) uint8 RGB."""
         if time_remaining is not None and time_remaining <= 0:
             raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before inference")

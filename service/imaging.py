@@ -81,8 +81,11 @@ class Frame:
             inner = image
         else:
             shrink = self.inner_width < image.shape[1]
-            inner = cv2.resize(image, (self.inner_width, self.inner_height),
-                               interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)  # fmt: skip
+            inner = cv2.resize(
+                image,
+                (self.inner_width, self.inner_height),
+                interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC,
+            )
         shape = (MODEL_SIZE, MODEL_SIZE) + image.shape[2:]
         grid = np.full(shape, 255, np.uint8)
         grid[self.top : self.top + self.inner_height, self.left : self.left + self.inner_width] = inner
@@ -270,8 +273,12 @@ def encode_png(rgb: np.ndarray) -> bytes:
     rows[0, 1:] = flat[0]
     np.subtract(flat[1:], flat[:-1], out=rows[1:, 1:])  # uint8 wraps modulo 256, as PNG's filters do
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, deflate, no interlace
-    return (PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", isal_zlib.compress(rows, 1))
-            + _png_chunk(b"IEND", b""))  # fmt: skip
+    return (
+        PNG_SIGNATURE
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", isal_zlib.compress(rows, 1))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def to_gray(rgb: np.ndarray) -> np.ndarray:

@@ -192,11 +192,14 @@ def colorize_parser(max_hints: int):
 def check_output_fields(request) -> None:
     """Enums arrive as any int32 (proto3 keeps unknown values): check them before any work is done."""
     if request.output_format not in OUTPUT_FORMAT_NAMES:
-        raise invalid(f"output_format {request.output_format} is not an ImageFormat: use PNG (1), JPEG (2) or "
-                      "WEBP (3); 0 means PNG")  # fmt: skip
+        raise invalid(
+            f"output_format {request.output_format} is not an ImageFormat: use PNG (1), JPEG (2) or "
+            "WEBP (3); 0 means PNG"
+        )
     if request.output_size not in OUTPUT_SIZES:
-        raise invalid(f"output_size {request.output_size} is not an OutputSize: use MODEL (1) or SKETCH (2); "
-                      "0 means SKETCH")  # fmt: skip
+        raise invalid(
+            f"output_size {request.output_size} is not an OutputSize: use MODEL (1) or SKETCH (2); 0 means SKETCH"
+        )
 
 
 @dataclass(frozen=True)
@@ -224,8 +227,9 @@ def open_request(request, limits: Limits) -> Opened:
     return Opened(sketch, color, Frame.fit(*sketch.size))
 
 
-def encode_request(request, hint: HintKind, limits: Limits, opened: Opened | None = None
-                   ) -> tuple[dict[str, np.ndarray], Frame, np.ndarray]:  # fmt: skip
+def encode_request(
+    request, hint: HintKind, limits: Limits, opened: Opened | None = None
+) -> tuple[dict[str, np.ndarray], Frame, np.ndarray]:
     """Decode and validate a request and fit it onto the model grid.
 
     -> (the `contract.wire` tensors by name, the sketch's frame on the model grid, sketch gray).

@@ -42,8 +42,13 @@ def supervise(config) -> int:
     metrics_dir = tempfile.mkdtemp(prefix="sketch2color-metrics-")
     env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=metrics_dir)
     children = [subprocess.Popen(child_command(config), env=env) for _ in range(config.processes)]
-    log.info("%d gateway processes on %s:%s: pids %s", len(children), config.host, config.port,
-             " ".join(str(c.pid) for c in children))  # fmt: skip
+    log.info(
+        "%d gateway processes on %s:%s: pids %s",
+        len(children),
+        config.host,
+        config.port,
+        " ".join(str(c.pid) for c in children),
+    )
     if config.metrics_port:
         registry = prom.CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=metrics_dir)

@@ -28,16 +28,21 @@ def add_colorizer(servicer: Colorizer, server) -> None:
     """The generated add_ColorizerServicer_to_server, with request parsing that cannot fail."""
     handlers = {
         "Colorize": grpc.unary_unary_rpc_method_handler(
-            servicer.Colorize, request_deserializer=colorize_parser(servicer.limits.max_hints),
-            response_serializer=pb.ColorizeResponse.SerializeToString),
+            servicer.Colorize,
+            request_deserializer=colorize_parser(servicer.limits.max_hints),
+            response_serializer=pb.ColorizeResponse.SerializeToString,
+        ),
         "ColorizeStream": grpc.stream_stream_rpc_method_handler(
-            servicer.ColorizeStream, request_deserializer=colorize_parser(servicer.limits.max_hints),
-            response_serializer=pb.ColorizeStreamResponse.SerializeToString),
+            servicer.ColorizeStream,
+            request_deserializer=colorize_parser(servicer.limits.max_hints),
+            response_serializer=pb.ColorizeStreamResponse.SerializeToString,
+        ),
         "ListVariants": grpc.unary_unary_rpc_method_handler(
             servicer.ListVariants,
             request_deserializer=lenient(pb.ListVariantsRequest.FromString, "sketch2color.v1.ListVariantsRequest"),
-            response_serializer=pb.ListVariantsResponse.SerializeToString),
-    }  # fmt: skip
+            response_serializer=pb.ListVariantsResponse.SerializeToString,
+        ),
+    }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
@@ -74,8 +79,9 @@ async def serve(config: GatewayConfig, ready: asyncio.Event | None = None, stop:
     )
     address = f"{config.host}:{config.port}"
     if config.tls_cert:
-        port = server.add_secure_port(address, security.server_credentials(config.tls_cert, config.tls_key,
-                                                                            config.tls_client_ca))  # fmt: skip
+        port = server.add_secure_port(
+            address, security.server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
+        )
     else:
         port = server.add_insecure_port(address)
     if port == 0:
@@ -88,9 +94,14 @@ async def serve(config: GatewayConfig, ready: asyncio.Event | None = None, stop:
     # collector, so a full collection, run on the event loop, walks only what requests leave.
     gc.freeze()
     watcher = asyncio.create_task(servicer.state.watch(config.health_interval_s))
-    log.info("gateway on %s (%s) -> Triton %s (%s); metrics on :%s", address,
-             security.describe(config.tls_cert, config.tls_client_ca, tokens, exempt), config.triton_url,
-             "serving" if servicer.state.serving else "waiting for Triton", config.metrics_port or "-")  # fmt: skip
+    log.info(
+        "gateway on %s (%s) -> Triton %s (%s); metrics on :%s",
+        address,
+        security.describe(config.tls_cert, config.tls_client_ca, tokens, exempt),
+        config.triton_url,
+        "serving" if servicer.state.serving else "waiting for Triton",
+        config.metrics_port or "-",
+    )
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

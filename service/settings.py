@@ -54,8 +54,10 @@ class GatewayConfig:
         if self.tls_client_ca and not self.tls_cert:
             raise ValueError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
         if 0 < self.max_pixels_in_flight < self.max_pixels:
-            raise ValueError(f"--max-pixels-in-flight {self.max_pixels_in_flight} is below --max-pixels "
-                             f"{self.max_pixels}: the largest sketch could never be admitted")  # fmt: skip
+            raise ValueError(
+                f"--max-pixels-in-flight {self.max_pixels_in_flight} is below --max-pixels "
+                f"{self.max_pixels}: the largest sketch could never be admitted"
+            )
         if self.triton_timeout_s < 0:
             raise ValueError(f"--triton-timeout-s {self.triton_timeout_s} is negative; 0 means no bound")
 
@@ -76,8 +78,12 @@ def from_args(cls, prefix: str, description: str, argv: list[str] | None = None)
     for f in fields(cls):
         env = prefix + f.name.upper()
         default = type(getattr(defaults, f.name))(os.environ.get(env, getattr(defaults, f.name)))
-        parser.add_argument("--" + f.name.replace("_", "-"), type=type(default), default=default,
-                            help=f"env {env} (default {default!r})")  # fmt: skip
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=type(default),
+            default=default,
+            help=f"env {env} (default {default!r})",
+        )
     try:
         return cls(**vars(parser.parse_args(argv)))
     except ValueError as e:  # a combination of settings that cannot work: said at start-up, not at the first call

@@ -71,8 +71,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.web_port:
         # Its own process: the page's server is a gRPC client like any other, and its work stays off
         # the gateway's event loop.
-        cmd = [sys.executable, "-m", "service.web", "--port", str(args.web_port),
-               "--gateway-url", f"127.0.0.1:{config.port}"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "service.web",
+            "--port",
+            str(args.web_port),
+            "--gateway-url",
+            f"127.0.0.1:{config.port}",
+        ]
         env = dict(os.environ)
         tokens = security.read_tokens(config.auth_tokens_file, config.auth_tokens)
         if tokens:  # the page calls with the first token; with TLS, start service.web by hand (--gateway-ca)

@@ -274,12 +274,23 @@ def serving_stack(
     stack = None
     try:
         port, metrics_port = free_port(), free_port()
-        cmd = [sys.executable, "-m", "service.gateway", "--triton-url", ports.grpc_url, "--port", str(port),
-               "--metrics-port", str(metrics_port), *gateway_args]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "service.gateway",
+            "--triton-url",
+            ports.grpc_url,
+            "--port",
+            str(port),
+            "--metrics-port",
+            str(metrics_port),
+            *gateway_args,
+        ]
         with open(gateway_log, "ab") as out:
             gateway = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        stack = Stack(triton, ports, gateway, f"127.0.0.1:{port}", metrics_port, Path(repository), triton_log,
-                      torch_threads)  # fmt: skip
+        stack = Stack(
+            triton, ports, gateway, f"127.0.0.1:{port}", metrics_port, Path(repository), triton_log, torch_threads
+        )
         try:
             try:
                 wait_ready(ports, triton, timeout)

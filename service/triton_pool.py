@@ -91,10 +91,19 @@ class TritonPool:
         self.endpoints: dict[str, Endpoint] = {}
         self._tiebreak = itertools.count()
         self._looks = itertools.count(1)
-        self.calls = prom.Counter("sketch2color_triton_requests", "Inference calls per Triton endpoint",
-                                  ("endpoint", "outcome"), registry=registry)  # fmt: skip
-        self.up = prom.Gauge("sketch2color_triton_up", "Whether a Triton endpoint is ready (1) or not (0)",
-                             ("endpoint",), registry=registry, multiprocess_mode="livemax")  # fmt: skip
+        self.calls = prom.Counter(
+            "sketch2color_triton_requests",
+            "Inference calls per Triton endpoint",
+            ("endpoint", "outcome"),
+            registry=registry,
+        )
+        self.up = prom.Gauge(
+            "sketch2color_triton_up",
+            "Whether a Triton endpoint is ready (1) or not (0)",
+            ("endpoint",),
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
 
     def __str__(self) -> str:
         return self.spec
@@ -130,8 +139,9 @@ class TritonPool:
         number = next(self._looks)
         try:
             # wait_for_ready: see READY_WAIT_S.
-            answer = await ep.stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=READY_WAIT_S,
-                                               wait_for_ready=not ep.seen_ready)  # fmt: skip
+            answer = await ep.stub.ServerReady(
+                service_pb2.ServerReadyRequest(), timeout=READY_WAIT_S, wait_for_ready=not ep.seen_ready
+            )
             ready = bool(answer.ready)
         except grpc.RpcError:
             ready = False
@@ -156,8 +166,9 @@ class TritonPool:
         candidates = [ep for ep in ready if ep.in_flight == least]
         return candidates[next(self._tiebreak) % len(candidates)]
 
-    async def infer(self, request: service_pb2.ModelInferRequest, timeout: float | None
-                    ) -> service_pb2.ModelInferResponse:  # fmt: skip
+    async def infer(
+        self, request: service_pb2.ModelInferRequest, timeout: float | None
+    ) -> service_pb2.ModelInferResponse:
         """One inference on a ready endpoint; a connection failure marks it down and tries another.
         Raises grpc.RpcError: Triton's, or UNAVAILABLE when no endpoint is ready."""
         tried: set[str] = set()

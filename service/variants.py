@@ -51,8 +51,11 @@ async def discover(stub) -> dict[str, VariantInfo]:
             continue  # not a generator
         hint = HintKind(params["hint_encoding"])
         if not speaks_wire(cfg, hint):
-            log.warning("%s: its inputs/outputs are not contract.wire's for %s hints: re-export it; not served",
-                        name, hint.value)  # fmt: skip
+            log.warning(
+                "%s: its inputs/outputs are not contract.wire's for %s hints: re-export it; not served",
+                name,
+                hint.value,
+            )
             continue
         count, gpu = wire.instances(cfg)
         variants[name] = VariantInfo(

@@ -59,8 +59,12 @@ def test_an_idle_batcher_sends_a_lone_request_at_once():
 def test_uncapped_every_request_is_its_own_call_sent_at_once_and_counted_as_a_batch_of_one():
     async def main():
         script, sizes = Script(), []
-        batcher = Batcher(script, calls=lambda variant: UNCAPPED, max_batch=lambda variant: 8,
-                          on_batch=lambda variant, size: sizes.append(size))  # fmt: skip
+        batcher = Batcher(
+            script,
+            calls=lambda variant: UNCAPPED,
+            max_batch=lambda variant: 8,
+            on_batch=lambda variant, size: sizes.append(size),
+        )
         tasks = [asyncio.create_task(batcher.submit("m", item(i), 2.0)) for i in range(5)]
         await asyncio.sleep(0)
         assert [b.shape[0] for b in script.batches] == [1] * 5  # all in flight, none waited for another

@@ -27,8 +27,9 @@ def reference_inputs(pairs, variant, indices, batch) -> np.ndarray:
         sketch, color = pairs[int(i)]
         if flip:
             sketch, color = sketch[:, ::-1], color[:, ::-1]
-        out.append(H.encode(variant.hint, np.ascontiguousarray(sketch), color=np.ascontiguousarray(color),
-                            points=hints))  # fmt: skip
+        out.append(
+            H.encode(variant.hint, np.ascontiguousarray(sketch), color=np.ascontiguousarray(color), points=hints)
+        )
     return np.stack(out)
 
 
@@ -77,8 +78,9 @@ def test_training_hint_count_mixes_sparse_and_dense_geometric_counts():
     n = 4000
     targets = torch.full((n, 3, 128, 128), 255, dtype=torch.uint8)
 
-    points = HB.sample_points(targets, torch.full((n, 128, 128), 255, dtype=torch.uint8),
-                              torch.Generator().manual_seed(0))  # fmt: skip
+    points = HB.sample_points(
+        targets, torch.full((n, 128, 128), 255, dtype=torch.uint8), torch.Generator().manual_seed(0)
+    )
 
     counts = points.valid.sum(1).double()
     share = H.DENSE_SHARE
@@ -100,13 +102,15 @@ def test_region_hints_sit_on_coloured_pixels_away_from_lines():
     n = 64
     targets = torch.from_numpy(np.repeat(target[None], n, 0)).permute(0, 3, 1, 2).contiguous()
 
-    points = HB.sample_points(targets, torch.from_numpy(np.repeat(sketch[None], n, 0)),
-                              torch.Generator().manual_seed(0), region_share=1.0)  # fmt: skip
+    points = HB.sample_points(
+        targets, torch.from_numpy(np.repeat(sketch[None], n, 0)), torch.Generator().manual_seed(0), region_share=1.0
+    )
 
     cols = points.cols[points.valid]
     assert cols.numel() > 100 and cols.min() >= 70 and cols.max() < 100
-    uniform = HB.sample_points(targets, torch.from_numpy(np.repeat(sketch[None], n, 0)),
-                               torch.Generator().manual_seed(0), region_share=0.0)  # fmt: skip
+    uniform = HB.sample_points(
+        targets, torch.from_numpy(np.repeat(sketch[None], n, 0)), torch.Generator().manual_seed(0), region_share=0.0
+    )
     assert (uniform.cols[uniform.valid] < 64).any()
 
 
@@ -135,8 +139,10 @@ def test_recolouring_repaints_the_first_hints_region_and_nothing_else(pairs):
     before = plain(idx, batch_generator(0, 3, 0, torch.device("cpu")))  # the same flips and hint positions
 
     changed = (batch.targets != before.targets).any(1)  # (B, H, W)
-    labels = [H.fill_labels(np.ascontiguousarray(pairs[b][0][:, ::-1] if f else pairs[b][0]))
-              for b, f in zip(idx, before.flips.tolist())]  # fmt: skip
+    labels = [
+        H.fill_labels(np.ascontiguousarray(pairs[b][0][:, ::-1] if f else pairs[b][0]))
+        for b, f in zip(idx, before.flips.tolist())
+    ]
     rows, cols = batch.points.rows[:, 0].tolist(), batch.points.cols[:, 0].tolist()
     regions = [labels[b][rows[b], cols[b]] if batch.points.valid[b, 0] else 0 for b in range(len(idx))]
     repainted = torch.tensor([r > 0 for r in regions])  # a first hint off the lines: its region is repainted

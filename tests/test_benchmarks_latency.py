@@ -39,10 +39,23 @@ def tiny_repository(tmp_path_factory, trained_checkpoint, repo_root: Path) -> Pa
 
 def _point(path: str, c: int, p50: float, throughput: float) -> R.Point:
     server = {"decode_ms": 1.0, "triton_ms": 0.9 * p50, "encode_ms": 0.5, "total_ms": p50} if path == "gateway" else {}
-    return R.Point(path=path, concurrency=c, requests=100, errors=0, seconds=5.0, p50_ms=p50, p95_ms=1.5 * p50,
-                   p99_ms=2 * p50, mean_ms=p50, throughput=throughput, mean_batch=1.0, triton_queue_ms=0.1,
-                   triton_compute_ms=0.8 * p50, cpu_cores={"client": 0.1, "gateway": 0.2, "triton": 1.0, "other": 0.0},
-                   server_ms=server)  # fmt: skip
+    return R.Point(
+        path=path,
+        concurrency=c,
+        requests=100,
+        errors=0,
+        seconds=5.0,
+        p50_ms=p50,
+        p95_ms=1.5 * p50,
+        p99_ms=2 * p50,
+        mean_ms=p50,
+        throughput=throughput,
+        mean_batch=1.0,
+        triton_queue_ms=0.1,
+        triton_compute_ms=0.8 * p50,
+        cpu_cores={"client": 0.1, "gateway": 0.2, "triton": 1.0, "other": 0.0},
+        server_ms=server,
+    )
 
 
 def test_targets_compare_gateway_with_direct_triton_and_the_in_process_limit():

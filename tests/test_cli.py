@@ -10,16 +10,25 @@ from service.client import parse_color, parse_hint
 
 @pytest.mark.parametrize(
     ("text", "rgb"),
-    [("#ff8800", (255, 136, 0)), ("#f80", (255, 136, 0)), ("FF8800", (255, 136, 0)), ("255,136,0", (255, 136, 0)),
-     ("red", (255, 0, 0)), ("SteelBlue", (70, 130, 180)), ("#FFF", (255, 255, 255))],
-)  # fmt: skip
+    [
+        ("#ff8800", (255, 136, 0)),
+        ("#f80", (255, 136, 0)),
+        ("FF8800", (255, 136, 0)),
+        ("255,136,0", (255, 136, 0)),
+        ("red", (255, 0, 0)),
+        ("SteelBlue", (70, 130, 180)),
+        ("#FFF", (255, 255, 255)),
+    ],
+)
 def test_colours_in_hex_triples_and_css_names(text, rgb):
     c = parse_color(text)
     assert (c.r, c.g, c.b) == rgb
 
 
-@pytest.mark.parametrize(("text", "says"), [("rr", "use #rrggbb"), ("#12345", "use #rrggbb"),
-                                            ("300,0,0", "0..255"), ("notacolour", "CSS colour name")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [("rr", "use #rrggbb"), ("#12345", "use #rrggbb"), ("300,0,0", "0..255"), ("notacolour", "CSS colour name")],
+)
 def test_a_bad_colour_is_named_with_the_forms_that_work(text, says):
     with pytest.raises(ValueError, match=says) as err:
         parse_color(text)
@@ -39,7 +48,8 @@ def test_a_missing_input_is_named_as_missing(tmp_path, capsys):
 
 
 def test_a_bad_hint_colour_is_reported_without_a_traceback(tmp_path, capsys):
-    code = cli.main(["--server", "127.0.0.1:1", "colorize", str(tmp_path), "-o", str(tmp_path / "o"),
-                     "--hint", "50,25,rr"])  # fmt: skip
+    code = cli.main(
+        ["--server", "127.0.0.1:1", "colorize", str(tmp_path), "-o", str(tmp_path / "o"), "--hint", "50,25,rr"]
+    )
     assert code == 2
     assert "colour 'rr': use #rrggbb" in capsys.readouterr().err

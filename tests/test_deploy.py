@@ -35,8 +35,19 @@ GATEWAY_VARS = {"SKETCH2COLOR_" + f.name.upper() for f in fields(GatewayConfig)}
 WEB_VARS = {"SKETCH2COLOR_WEB_" + f.name.upper() for f in fields(WebConfig)}
 MODEL_VARS = set(re.findall(r"SKETCH2COLOR_\w+", (REPOSITORY / "generator_model.py").read_text()))
 # What each image does not install (pyproject's extras): importing any of it at start-up would crash.
-NOT_IN_GATEWAY_IMAGE = ["torch", "pytriton", "skia", "matplotlib", "scipy", "skimage", "psutil", "locust", "selenium",
-                        "training", "benchmarks"]  # fmt: skip
+NOT_IN_GATEWAY_IMAGE = [
+    "torch",
+    "pytriton",
+    "skia",
+    "matplotlib",
+    "scipy",
+    "skimage",
+    "psutil",
+    "locust",
+    "selenium",
+    "training",
+    "benchmarks",
+]
 NOT_IN_LOCUST_IMAGE = ["torch", "pytriton", "skia", "matplotlib", "scipy", "skimage", "aiohttp", "selenium"]
 TRITON_DOCKERFILE = ROOT / "service/triton.Dockerfile"
 
@@ -69,9 +80,12 @@ def test_compose_files_pass_docker_compose_config(tmp_path):
 
 
 def not_on_loopback(config: dict) -> list[str]:
-    return [f"{name}:{p['published']} on {p.get('host_ip', 'every address')}"
-            for name, s in config["services"].items() for p in s.get("ports", [])
-            if p.get("host_ip") != "127.0.0.1"]  # fmt: skip
+    return [
+        f"{name}:{p['published']} on {p.get('host_ip', 'every address')}"
+        for name, s in config["services"].items()
+        for p in s.get("ports", [])
+        if p.get("host_ip") != "127.0.0.1"
+    ]
 
 
 def test_compose_publishes_every_port_on_loopback_unless_asked():
@@ -217,8 +231,16 @@ def image_python(dockerfile: str) -> str:
 def needs_newer_python(paths: list[Path], version: str) -> str:
     """vermin's report of what in `paths` needs a Python newer than `version` ("" when nothing does).
     `long` is excluded: vermin reads torch's Tensor.long() as Python 2's long."""
-    args = [str(BIN / "vermin"), f"--target={version}-", "--violations", "--no-tips", "--eval-annotations",
-            "--exclude", "long", *map(str, paths)]  # fmt: skip
+    args = [
+        str(BIN / "vermin"),
+        f"--target={version}-",
+        "--violations",
+        "--no-tips",
+        "--eval-annotations",
+        "--exclude",
+        "long",
+        *map(str, paths),
+    ]
     out = subprocess.run(args, capture_output=True, text=True, timeout=120)
     return "" if out.returncode == 0 else out.stdout + out.stderr
 
@@ -247,8 +269,10 @@ def promtool() -> Path:
 
 def test_the_prometheus_config_passes_promtool(promtool, tmp_path):
     config = ROOT / "deploy/prometheus/prometheus.yml"
-    check = lambda path: subprocess.run([str(promtool), "check", "config", str(path)],  # noqa: E731
-                                        capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    def check(path):
+        return subprocess.run([str(promtool), "check", "config", str(path)], capture_output=True, text=True, timeout=60)
+
     out = check(config)
     assert out.returncode == 0, out.stdout + out.stderr
     broken = tmp_path / "prometheus.yml"  # an interval that is no duration: promtool does reject it

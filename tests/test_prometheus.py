@@ -52,15 +52,25 @@ def test_every_dashboard_expression_evaluates_with_data_after_load(prometheus_bi
     repo = tmp_path / "repo"  # one model keeps Triton's start short; the panels are per model anyway
     shutil.copytree(REPOSITORY / "guided", repo / "guided", ignore=shutil.ignore_patterns("__pycache__"))
     with serving_stack(repo, tmp_path / "logs", gateway_args=GATEWAY_ARGS) as stack:
-        config = {"global": {"scrape_interval": "1s"}, "scrape_configs": [
-            {"job_name": "gateway", "static_configs": [{"targets": [f"127.0.0.1:{stack.metrics_port}"]}]},
-            {"job_name": "triton", "static_configs": [{"targets": [f"127.0.0.1:{stack.ports.metrics}"]}]}]}  # fmt: skip
+        config = {
+            "global": {"scrape_interval": "1s"},
+            "scrape_configs": [
+                {"job_name": "gateway", "static_configs": [{"targets": [f"127.0.0.1:{stack.metrics_port}"]}]},
+                {"job_name": "triton", "static_configs": [{"targets": [f"127.0.0.1:{stack.ports.metrics}"]}]},
+            ],
+        }
         (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
         port = free_port()
         prometheus = subprocess.Popen(
-            [str(prometheus_binary), f"--config.file={tmp_path / 'prometheus.yml'}",
-             f"--storage.tsdb.path={tmp_path}/tsdb", f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=open(tmp_path / "prometheus.log", "wb"), stderr=subprocess.STDOUT)  # fmt: skip
+            [
+                str(prometheus_binary),
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path}/tsdb",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=open(tmp_path / "prometheus.log", "wb"),
+            stderr=subprocess.STDOUT,
+        )
         try:
             deadline = time.monotonic() + 60
             while query(port, "up").get("status") != "success" or len(query(port, "up")["data"]["result"]) < 2:

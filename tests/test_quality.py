@@ -296,8 +296,19 @@ def test_discover_variants_refuses_an_export_whose_inputs_are_not_the_wire_of_it
 
 def test_the_cli_writes_a_report_plots_and_sane_metrics_for_every_variant_and_baseline(tiny_repository, tmp_path):
     out = tmp_path / "quality"
-    command = [sys.executable, "-m", "benchmarks.quality", "--repository", str(tiny_repository),
-               "--data", "synthetic", "--limit", "4", "--out", str(out)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.quality",
+        "--repository",
+        str(tiny_repository),
+        "--data",
+        "synthetic",
+        "--limit",
+        "4",
+        "--out",
+        str(out),
+    ]
 
     run = subprocess.run(command, cwd=ROOT, timeout=180, capture_output=True, text=True)
 

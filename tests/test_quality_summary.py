@@ -8,8 +8,12 @@ from pathlib import Path
 from benchmarks import quality_summary as S
 
 
-def metrics_file(path: Path, psnr: dict[tuple[str, str], float], fid: dict[tuple[str, str], float] = {},  # noqa: B006
-                 extra: dict | None = None) -> Path:  # fmt: skip
+def metrics_file(
+    path: Path,
+    psnr: dict[tuple[str, str], float],
+    fid: dict[tuple[str, str], float] = {},  # noqa: B006
+    extra: dict | None = None,
+) -> Path:
     rows = []
     for (method, hints), value in psnr.items():
         m = {"psnr": {"mean": value, "se": 0.1, "n": 10}}
@@ -31,9 +35,14 @@ def hint_scores(locality: float, bleed_0: float, bleed_10: float, auc: float, or
 def illustration_scores(
     guided_region: list[float], baseline: float, zero: float = 12.0
 ) -> dict[tuple[str, str], float]:
-    scores = {("sketch", "none"): 10.0, ("unet_l1", "none"): 12.5, ("pix2pix", "none"): 12.1,
-              ("pix2pix_blur", "blur"): 16.0, ("unet_patches20", "patches20"): 15.0,
-              ("guided", "points:0"): zero}  # fmt: skip
+    scores = {
+        ("sketch", "none"): 10.0,
+        ("unet_l1", "none"): 12.5,
+        ("pix2pix", "none"): 12.1,
+        ("pix2pix_blur", "blur"): 16.0,
+        ("unet_patches20", "patches20"): 15.0,
+        ("guided", "points:0"): zero,
+    }
     for k, v in zip(S.POINTS[1:], guided_region):
         scores[("guided", f"region:{k}")] = v
         scores[("levin2004", f"region:{k}")] = baseline
@@ -42,10 +51,12 @@ def illustration_scores(
 
 
 def test_targets_met_when_the_curve_rises_enough_and_beats_the_baselines(tmp_path):
-    metrics_file(tmp_path / "illustrations" / "metrics.json",
-                 illustration_scores([16, 16.5, 17.5, 18.7, 19.5, 21], 14.5, zero=15.5),
-                 fid={("pix2pix", "none"): 80.0, ("unet_l1", "none"): 90.0},
-                 extra=hint_scores(0.05, 0.02, 0.025, 19.0, 16.5))  # fmt: skip
+    metrics_file(
+        tmp_path / "illustrations" / "metrics.json",
+        illustration_scores([16, 16.5, 17.5, 18.7, 19.5, 21], 14.5, zero=15.5),
+        fid={("pix2pix", "none"): 80.0, ("unet_l1", "none"): 90.0},
+        extra=hint_scores(0.05, 0.02, 0.025, 19.0, 16.5),
+    )
     metrics_file(tmp_path / "openmoji" / "metrics.json", {("guided", "points:0"): 18.6, ("unet_l1", "none"): 19.0})
     reference = metrics_file(tmp_path / "old.json", {("guided", "points:0"): 18.9, ("unet_l1", "none"): 19.3})
 
@@ -62,9 +73,12 @@ def test_targets_met_when_the_curve_rises_enough_and_beats_the_baselines(tmp_pat
 def test_each_missed_target_is_reported_with_its_margin(tmp_path):
     # a dip at 5 hints, +2.5 dB at 10, a baseline ahead at 1 hint, pix2pix worse on FID, 0.8 dB lost on OpenMoji
     scores = illustration_scores([12.5, 13, 12.8, 14.5, 16, 17.5], 12.6)
-    metrics_file(tmp_path / "illustrations" / "metrics.json", scores,
-                 fid={("pix2pix", "none"): 95.0, ("unet_l1", "none"): 90.0},
-                 extra=hint_scores(0.3, 0.02, 0.05, 17.9, 16.5))  # fmt: skip
+    metrics_file(
+        tmp_path / "illustrations" / "metrics.json",
+        scores,
+        fid={("pix2pix", "none"): 95.0, ("unet_l1", "none"): 90.0},
+        extra=hint_scores(0.3, 0.02, 0.05, 17.9, 16.5),
+    )
     metrics_file(tmp_path / "openmoji" / "metrics.json", {("guided", "points:0"): 18.1})
     reference = metrics_file(tmp_path / "old.json", {("guided", "points:0"): 18.9})
 

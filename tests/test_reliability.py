@@ -120,7 +120,7 @@ def passing_result() -> dict:
             "peak_mb": 900.0,
             "after_mb": 95.0,
             "settle_s": 60.0,
-        },  # fmt: skip
+        },
         "triton_frozen": {
             "bound_s": 30.0,
             "freeze_s": 40.0,
@@ -130,11 +130,11 @@ def passing_result() -> dict:
             "not_serving_after_s": 2.4,
             "serving_again_after_thaw_s": 0.2,
             "codes_total": {},
-        },  # fmt: skip
+        },
         "not_protobuf": {
             "/grpc.health.v1.Health/Check": {"INVALID_ARGUMENT": 100},
             "/grpc.health.v1.Health/Watch": {"INVALID_ARGUMENT": 100},
-        },  # fmt: skip
+        },
         "after_shutdown": dict(stats),
         "machine": {"cpus": 2, "python": "3.11"},
     }

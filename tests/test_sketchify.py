@@ -192,8 +192,13 @@ def test_build_and_grid_commands(tmp_path, monkeypatch):
     pictures, names, groups, split_of = make_set()
     monkeypatch.setenv("SKETCH2COLOR_DATA", str(tmp_path))
     monkeypatch.setattr(K, "illustration_split", split_of)
-    np.savez(tmp_path / PICTURES_FILE, pictures=pictures, names=np.array(names), groups=np.array(groups),
-             sources=np.array([n.split("/")[0] for n in names]))  # fmt: skip
+    np.savez(
+        tmp_path / PICTURES_FILE,
+        pictures=pictures,
+        names=np.array(names),
+        groups=np.array(groups),
+        sources=np.array([n.split("/")[0] for n in names]),
+    )
     K.main(["build", "--views", "2", "--seed", "1"])
     with np.load(tmp_path / PAIRS_FILE) as npz:
         assert len(npz["names"]) == 2 * 2 + 4

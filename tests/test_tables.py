@@ -15,10 +15,14 @@ def test_every_committed_table_is_what_the_results_give():
 
 
 def test_each_document_holds_the_tables_it_is_meant_to():
-    names = {doc: set(m["name"] for m in tables.BLOCK.finditer((tables.ROOT / doc).read_text()))
-             for doc in tables.DOCUMENTS}  # fmt: skip
-    assert names == {"README.md": {"summary"}, "docs/performance.md": {"latency"},
-                     "model_repository/MODEL_CARD.md": {"quality"}}  # fmt: skip
+    names = {
+        doc: set(m["name"] for m in tables.BLOCK.finditer((tables.ROOT / doc).read_text())) for doc in tables.DOCUMENTS
+    }
+    assert names == {
+        "README.md": {"summary"},
+        "docs/performance.md": {"latency"},
+        "model_repository/MODEL_CARD.md": {"quality"},
+    }
 
 
 def test_a_rerun_with_other_figures_rewrites_the_table(tmp_path):

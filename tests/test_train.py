@@ -126,10 +126,23 @@ def test_torchrun_trains_on_two_cpu_processes_each_taking_half_of_every_epoch(tm
     torchrun = Path(sys.executable).parent / "torchrun"
 
     run_cli(
-        [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "training.train",
-         "--variant", "unet_l1", "--dry-run", "--device", "cpu", "--out-dir", str(out)],
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "training.train",
+            "--variant",
+            "unet_l1",
+            "--dry-run",
+            "--device",
+            "cpu",
+            "--out-dir",
+            str(out),
+        ],
         cwd=repo_root,
-    )  # fmt: skip
+    )
 
     ckpt = load(out / "last.pt")
     assert ckpt["step"] == 3

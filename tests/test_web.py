@@ -32,8 +32,12 @@ RED, BLUE = ("#e01010", (0.22, 0.86)), ("#1030e0", (0.70, 0.75))
 def start_web(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     log = open(tmp_path / f"web-{port}.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "service.web", "--port", str(port), *args], cwd=ROOT,
-                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.web", "--port", str(port), *args],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 30
     while True:
@@ -64,9 +68,17 @@ def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     # No sandbox as root; no background networking: this machine's closed network refuses it.
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1200,1040"):  # fmt: skip
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1200,1040",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.implicitly_wait(0)
@@ -131,8 +143,14 @@ def test_a_person_uploads_places_hints_removes_one_switches_variant_and_sees_err
 
     d = browser
     d.get(page_url)
-    variant = wait(d, lambda d: Select(d.find_element("id", "variant")) if d.find_elements(
-        "css selector", "#variant option") else None, 30, "the variant list")  # fmt: skip
+    variant = wait(
+        d,
+        lambda d: (
+            Select(d.find_element("id", "variant")) if d.find_elements("css selector", "#variant option") else None
+        ),
+        30,
+        "the variant list",
+    )
     assert variant.first_selected_option.get_attribute("value") == "guided"
     assert {o.get_attribute("value") for o in variant.options} >= {"guided", "unet_l1", "pix2pix_blur"}
 
@@ -189,8 +207,12 @@ def test_a_person_uploads_places_hints_removes_one_switches_variant_and_sees_err
     bad = tmp_path / "notes.png"
     bad.write_bytes(b"these are not the pixels you are looking for")
     d.find_element("id", "sketch-file").send_keys(str(bad))
-    message = wait(d, lambda d: (m := d.find_element("id", "message")).get_attribute("class") == "error" and m.text,
-                   30, "an error message")  # fmt: skip
+    message = wait(
+        d,
+        lambda d: (m := d.find_element("id", "message")).get_attribute("class") == "error" and m.text,
+        30,
+        "an error message",
+    )
     assert "not a PNG, JPEG or WebP image" in message
 
 
@@ -198,9 +220,25 @@ def test_make_run_serves_the_page_beside_the_gateway_and_stops_it_on_sigterm(tmp
     """`python -m service.stack` (what `make run` does), on free ports: the page answers with the
     variants Triton serves, and SIGTERM takes everything down."""
     web_port = free_port()
-    cmd = [sys.executable, "-m", "service.stack", "--triton-http-port", str(free_port()), "--triton-grpc-port",
-           str(free_port()), "--triton-metrics-port", str(free_port()), "--triton-log", str(tmp_path / "triton.log"),
-           "--port", str(free_port()), "--metrics-port", "0", "--web-port", str(web_port)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "service.stack",
+        "--triton-http-port",
+        str(free_port()),
+        "--triton-grpc-port",
+        str(free_port()),
+        "--triton-metrics-port",
+        str(free_port()),
+        "--triton-log",
+        str(tmp_path / "triton.log"),
+        "--port",
+        str(free_port()),
+        "--metrics-port",
+        "0",
+        "--web-port",
+        str(web_port),
+    ]
     log = open(tmp_path / "stack.log", "wb")
     stack = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:

@@ -19,9 +19,14 @@ from .test_web import start_web
 
 
 def test_json_becomes_the_request_the_gateway_would_get_from_any_client():
-    r = request_from_json({"sketch": "data:image/png;base64," + base64.b64encode(b"png!").decode(),
-                           "variant": "guided", "hints": [{"x": 0.25, "y": 0.5, "color": "#ff8000", "size": 3}],
-                           "output_format": "webp"})  # fmt: skip
+    r = request_from_json(
+        {
+            "sketch": "data:image/png;base64," + base64.b64encode(b"png!").decode(),
+            "variant": "guided",
+            "hints": [{"x": 0.25, "y": 0.5, "color": "#ff8000", "size": 3}],
+            "output_format": "webp",
+        }
+    )
     assert r.sketch == b"png!" and r.variant == "guided" and r.output_format == pb.IMAGE_FORMAT_WEBP
     (h,) = r.hints
     assert h.HasField("normalized") and (h.normalized.x, h.normalized.y) == (0.25, 0.5)
@@ -57,11 +62,27 @@ def get(url: str) -> tuple[int, dict]:
 
 @pytest.mark.integration
 def test_the_page_server_reaches_a_gateway_with_mutual_tls_and_a_token_and_reports_refusals(certs, tmp_path):  # noqa: F811
-    gateway, address = start_gateway(tmp_path, "--tls-cert", str(certs / "server.pem"), "--tls-key",
-                                     str(certs / "server.key"), "--tls-client-ca", str(certs / "ca.pem"),
-                                     "--auth-tokens", TOKEN)  # fmt: skip
-    tls = ("--gateway-url", address, "--gateway-ca", str(certs / "ca.pem"), "--gateway-cert",
-           str(certs / "client.pem"), "--gateway-key", str(certs / "client.key"))  # fmt: skip
+    gateway, address = start_gateway(
+        tmp_path,
+        "--tls-cert",
+        str(certs / "server.pem"),
+        "--tls-key",
+        str(certs / "server.key"),
+        "--tls-client-ca",
+        str(certs / "ca.pem"),
+        "--auth-tokens",
+        TOKEN,
+    )
+    tls = (
+        "--gateway-url",
+        address,
+        "--gateway-ca",
+        str(certs / "ca.pem"),
+        "--gateway-cert",
+        str(certs / "client.pem"),
+        "--gateway-key",
+        str(certs / "client.key"),
+    )
     webs = []
     try:
         for args in [(*tls, "--gateway-token", TOKEN), (*tls, "--gateway-token", "wrong"), tls[:4]]:

@@ -100,10 +100,13 @@ def test_a_request_reaches_the_generator_as_the_tensor_training_builds(kind):
     sketch, color = PAIRS[3]
     points = points_for(3, 12) if kind is H.HintKind.POINTS else []
     req = pb.ColorizeRequest(
-        sketch=png(sketch), color_hint=png(color) if kind.needs_color_image else b"",
-        hints=[pb.Hint(pixel=pb.Point(x=p.col, y=p.row), color=pb.Color(r=p.rgb[0], g=p.rgb[1], b=p.rgb[2]),
-                       size=p.size) for p in points],
-    )  # fmt: skip
+        sketch=png(sketch),
+        color_hint=png(color) if kind.needs_color_image else b"",
+        hints=[
+            pb.Hint(pixel=pb.Point(x=p.col, y=p.row), color=pb.Color(r=p.rgb[0], g=p.rgb[1], b=p.rgb[2]), size=p.size)
+            for p in points
+        ],
+    )
     tensors, _, _ = encode_request(req, kind, Limits())
     assert [(n, a.shape) for n, a in tensors.items()] == [(s.name, s.dims) for s in wire.inputs(kind)]
     assert all(a.dtype == np.uint8 for a in tensors.values())
@@ -115,8 +118,10 @@ def test_a_request_reaches_the_generator_as_the_tensor_training_builds(kind):
 
 def test_the_gateway_imports_neither_torch_nor_training_nor_benchmarks():
     banned = ("torch", "training", "benchmarks")
-    code = ("import sys, service.gateway, service.web, service.healthcheck; "
-            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {banned}))")  # fmt: skip
+    code = (
+        "import sys, service.gateway, service.web, service.healthcheck; "
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {banned}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
     sources = [p for p in (ROOT / "service").rglob("*.py") if "_generated" not in p.parts]

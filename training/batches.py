@@ -40,8 +40,16 @@ def as_arrays(dataset: Sequence) -> tuple[np.ndarray, np.ndarray]:
 class BatchMaker:
     """`maker(indices, generator) -> Batch` for one variant, on one device."""
 
-    def __init__(self, dataset: Sequence, variant: Variant, device: torch.device, *, flip: bool = True,
-                 region_share: float = 0.5, recolour: float = 0.0):  # fmt: skip
+    def __init__(
+        self,
+        dataset: Sequence,
+        variant: Variant,
+        device: torch.device,
+        *,
+        flip: bool = True,
+        region_share: float = 0.5,
+        recolour: float = 0.0,
+    ):
         sketches, colors = as_arrays(dataset)
         self.kind, self.device, self.flip, self.region_share = variant.hint, device, flip, region_share
         self.recolour = recolour
@@ -52,8 +60,13 @@ class BatchMaker:
             self.labels = torch.from_numpy(np.stack([H.fill_labels(s) for s in sketches]).astype(np.int16)).to(device)
         elif self.kind.needs_color_image:
             # (2, N, 3, 128, 128) uint8: neither the 32x32 box blur nor the patch grid is mirror-symmetric.
-            dense = [[H.dense_image(self.kind, H.sketch_rgb(s[:, ::-1] if f else s), c[:, ::-1] if f else c)
-                      for s, c in zip(sketches, colors)] for f in (0, 1)]  # fmt: skip
+            dense = [
+                [
+                    H.dense_image(self.kind, H.sketch_rgb(s[:, ::-1] if f else s), c[:, ::-1] if f else c)
+                    for s, c in zip(sketches, colors)
+                ]
+                for f in (0, 1)
+            ]
             self.dense = torch.from_numpy(np.array(dense)).permute(0, 1, 4, 2, 3).contiguous().to(device)
 
     def __len__(self) -> int:
@@ -83,8 +96,9 @@ class BatchMaker:
         return Batch(inputs, HB.unit(color), flips, points)
 
 
-def recolour_region(colors: torch.Tensor, labels: torch.Tensor, points: HB.PointBatch, generator: torch.Generator,
-                    share: float) -> tuple[torch.Tensor, HB.PointBatch]:  # fmt: skip
+def recolour_region(
+    colors: torch.Tensor, labels: torch.Tensor, points: HB.PointBatch, generator: torch.Generator, share: float
+) -> tuple[torch.Tensor, HB.PointBatch]:
     """For a `share` of the images with hints: the region under the first hint repainted, in the
     target too, by a random colour shift, and every hint recoloured from the new target.
 

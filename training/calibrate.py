@@ -35,8 +35,9 @@ from training.variants import VARIANTS
 
 
 @torch.no_grad()
-def calibrate_batchnorm(generator: nn.Module, make_batch: BatchMaker, batches: int, batch_size: int,
-                        seed: int) -> nn.Module:  # fmt: skip
+def calibrate_batchnorm(
+    generator: nn.Module, make_batch: BatchMaker, batches: int, batch_size: int, seed: int
+) -> nn.Module:
     """A copy of `generator` in eval mode, its batch-norm statistics averaged over `batches` batches
     of the training distribution (drawn from a fixed stream: the same weights give the same copy)."""
     model = copy.deepcopy(generator)

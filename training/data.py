@@ -111,8 +111,11 @@ def load_split(source: str, split: str) -> Sequence[tuple[np.ndarray, np.ndarray
 
 
 def concat(parts: Sequence[PairDataset]) -> PairDataset:
-    return PairDataset(np.concatenate([p.sketches for p in parts]), np.concatenate([p.colors for p in parts]),
-                       [n for p in parts for n in p.names])  # fmt: skip
+    return PairDataset(
+        np.concatenate([p.sketches for p in parts]),
+        np.concatenate([p.colors for p in parts]),
+        [n for p in parts for n in p.names],
+    )
 
 
 # ---------------------------------------------------------------------------------- OpenMoji
@@ -144,8 +147,12 @@ def prepare_openmoji(package: Path | None = None) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         if package is None:
             print(f"npm pack openmoji@{OPENMOJI_VERSION} ...", file=sys.stderr)
-            subprocess.run(["npm", "pack", f"openmoji@{OPENMOJI_VERSION}", "--silent"], cwd=tmp, check=True,
-                           stdout=subprocess.DEVNULL)  # fmt: skip
+            subprocess.run(
+                ["npm", "pack", f"openmoji@{OPENMOJI_VERSION}", "--silent"],
+                cwd=tmp,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
             package = Path(tmp) / f"openmoji-{OPENMOJI_VERSION}.tgz"
         with tarfile.open(package) as tar:
             members = [m for m in tar.getmembers() if re.match(r"package/(color|black)/svg/[^/]+\.svg$", m.name)]

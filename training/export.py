@@ -117,8 +117,10 @@ def triton_config(info: ExportInfo, trained: dict) -> str:
 
     specs = wire.inputs(info.hint)
     declared = ",\n".join(f'  {{ name: "{t.name}" data_type: TYPE_{t.data_type} dims: {dims(t)} }}' for t in specs)
-    warmup = "\n".join(f'    inputs {{ key: "{t.name}" value: {{ data_type: TYPE_{t.data_type} dims: {dims(t)} '
-                        "zero_data: true } }" for t in specs)  # fmt: skip
+    warmup = "\n".join(
+        f'    inputs {{ key: "{t.name}" value: {{ data_type: TYPE_{t.data_type} dims: {dims(t)} zero_data: true }} }}'
+        for t in specs
+    )
     return f"""# Written by `python -m training.export`; the gateway and the model read the parameters below.
 name: "{info.variant}"
 backend: "python"
@@ -172,8 +174,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoint", type=Path, nargs="+", help="runs/<variant>/last.pt ...")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--name", help="model name in the repository (default: the variant's)")
-    parser.add_argument("--rewrite-config", action="store_true",
-                        help="the arguments are exported model dirs: rewrite their config.pbtxt only")  # fmt: skip
+    parser.add_argument(
+        "--rewrite-config",
+        action="store_true",
+        help="the arguments are exported model dirs: rewrite their config.pbtxt only",
+    )
     args = parser.parse_args(argv)
     if args.rewrite_config:
         for model_dir in args.checkpoint:

@@ -92,26 +92,77 @@ class Source:
 
 
 SOURCES: tuple[Source, ...] = (
-    Source("art4apps", "debian", "pysiogame", "CC BY-SA 3.0 (Art4Apps; Debian's copyright lists the images as PD)",
-           "Art4Apps drawings, shipped in pysiogame by Ireneusz Imiolek", "https://www.art4apps.org",
-           "usr/share/games/pysiogame/res/images/art4apps/*/*.jpg", group="word"),
-    Source("openclipart", "debian", "openclipart-svg", "Public domain (Open Clip Art Library dedication)",
-           "Open Clip Art Library contributors (each SVG's .txt names its author)", "https://openclipart.org",
-           "usr/share/openclipart/svg/**/*.svg", OPENCLIPART_SKIP),
-    Source("fluent-emoji-3d", "npm", "@lobehub/fluent-emoji-3d", "MIT",
-           "Microsoft Fluent Emoji (3D style), packaged by LobeHub", "https://github.com/lobehub/fluent-emoji",
-           "package/assets/*.webp", version="1.1.0", group="emoji"),
-    Source("naev-portraits", "debian", "naev-data", "CC BY 3.0 (dat/gfx/ARTWORK_LICENSE.yaml)",
-           "Nihilos, The Diligent Circle and other Naev artists", "https://naev.org",
-           "usr/share/naev/dat/gfx/portraits/*/**/*.png", group="item"),
-    Source("flare-portraits", "debian", "flare-game", "CC BY-SA 3.0+", "Clint Bellanger and the Flare contributors",
-           "https://flarerpg.org", "usr/share/games/flare/mods/*/images/portraits/*.png", group="item"),
-    Source("hedgewars-props", "debian", "hedgewars-data", "GPL-2 / GFDL-1.3 (per theme, Debian copyright)",
-           "Hedgewars Project", "https://hedgewars.org", "usr/share/games/hedgewars/Data/Themes/*/*.png",
-           HEDGEWARS_SKIP),
-    Source("qabcs", "debian", "qabcs-data", "GPL-3+ (a few CC0 / public domain)", "DanSoft (qABCs)",
-           "https://bitbucket.org/admsasha/qabcs", "usr/share/qabcs/abcs/all/pics/*/*.png"),
-)  # fmt: skip
+    Source(
+        "art4apps",
+        "debian",
+        "pysiogame",
+        "CC BY-SA 3.0 (Art4Apps; Debian's copyright lists the images as PD)",
+        "Art4Apps drawings, shipped in pysiogame by Ireneusz Imiolek",
+        "https://www.art4apps.org",
+        "usr/share/games/pysiogame/res/images/art4apps/*/*.jpg",
+        group="word",
+    ),
+    Source(
+        "openclipart",
+        "debian",
+        "openclipart-svg",
+        "Public domain (Open Clip Art Library dedication)",
+        "Open Clip Art Library contributors (each SVG's .txt names its author)",
+        "https://openclipart.org",
+        "usr/share/openclipart/svg/**/*.svg",
+        OPENCLIPART_SKIP,
+    ),
+    Source(
+        "fluent-emoji-3d",
+        "npm",
+        "@lobehub/fluent-emoji-3d",
+        "MIT",
+        "Microsoft Fluent Emoji (3D style), packaged by LobeHub",
+        "https://github.com/lobehub/fluent-emoji",
+        "package/assets/*.webp",
+        version="1.1.0",
+        group="emoji",
+    ),
+    Source(
+        "naev-portraits",
+        "debian",
+        "naev-data",
+        "CC BY 3.0 (dat/gfx/ARTWORK_LICENSE.yaml)",
+        "Nihilos, The Diligent Circle and other Naev artists",
+        "https://naev.org",
+        "usr/share/naev/dat/gfx/portraits/*/**/*.png",
+        group="item",
+    ),
+    Source(
+        "flare-portraits",
+        "debian",
+        "flare-game",
+        "CC BY-SA 3.0+",
+        "Clint Bellanger and the Flare contributors",
+        "https://flarerpg.org",
+        "usr/share/games/flare/mods/*/images/portraits/*.png",
+        group="item",
+    ),
+    Source(
+        "hedgewars-props",
+        "debian",
+        "hedgewars-data",
+        "GPL-2 / GFDL-1.3 (per theme, Debian copyright)",
+        "Hedgewars Project",
+        "https://hedgewars.org",
+        "usr/share/games/hedgewars/Data/Themes/*/*.png",
+        HEDGEWARS_SKIP,
+    ),
+    Source(
+        "qabcs",
+        "debian",
+        "qabcs-data",
+        "GPL-3+ (a few CC0 / public domain)",
+        "DanSoft (qABCs)",
+        "https://bitbucket.org/admsasha/qabcs",
+        "usr/share/qabcs/abcs/all/pics/*/*.png",
+    ),
+)
 
 
 # ---------------------------------------------------------------------------------- pictures
@@ -184,8 +235,21 @@ def rasterize_svg(path: Path, px: int = SVG_PX, timeout: float = 20.0) -> Image.
     if shutil.which("rsvg-convert") is None:  # else every SVG source would be dropped as "unreadable"
         raise SystemExit("rsvg-convert is missing: install Debian's librsvg2-bin (make data does)")
     try:
-        done = subprocess.run(["rsvg-convert", "--width", str(px), "--height", str(px), "--keep-aspect-ratio",
-                               "--format", "png", str(path)], capture_output=True, timeout=timeout)  # fmt: skip
+        done = subprocess.run(
+            [
+                "rsvg-convert",
+                "--width",
+                str(px),
+                "--height",
+                str(px),
+                "--keep-aspect-ratio",
+                "--format",
+                "png",
+                str(path),
+            ],
+            capture_output=True,
+            timeout=timeout,
+        )
         if done.returncode != 0 or not done.stdout:
             return None
         return Image.open(io.BytesIO(done.stdout))
@@ -264,8 +328,12 @@ def fetch(source: Source, packages: Path) -> Path:
     if source.registry == "npm":
         out = packages / f"{source.package.lstrip('@').replace('/', '-')}-{source.version}.tgz"
         if not out.exists():
-            subprocess.run(["npm", "pack", f"{source.package}@{source.version}", "--silent"], cwd=packages, check=True,
-                           stdout=subprocess.DEVNULL)  # fmt: skip
+            subprocess.run(
+                ["npm", "pack", f"{source.package}@{source.version}", "--silent"],
+                cwd=packages,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
         return out
     found = sorted(packages.glob(f"{source.package}_*.deb"))
     if not found:
@@ -281,8 +349,9 @@ def unpack(source: Source, package: Path, dest: Path) -> str:
             tar.extractall(dest, filter="data")
         return json.loads((dest / "package" / "package.json").read_text())["version"]
     subprocess.run(["dpkg-deb", "-x", str(package), str(dest)], check=True)
-    return subprocess.run(["dpkg-deb", "-f", str(package), "Version"], capture_output=True, text=True,
-                          check=True).stdout.strip()  # fmt: skip
+    return subprocess.run(
+        ["dpkg-deb", "-f", str(package), "Version"], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def list_items(source: Source, root: Path) -> list[tuple[str, Path]]:
@@ -316,8 +385,14 @@ def write_cache(path: Path, data: Illustrations) -> Path:
     if len(set(data.names.tolist())) != len(data.names):
         raise ValueError("picture names must be unique")
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, pictures=data.pictures, names=data.names.astype(str), groups=data.groups.astype(str),
-                        sources=data.sources.astype(str), meta=np.array(json.dumps(data.meta)))  # fmt: skip
+    np.savez_compressed(
+        path,
+        pictures=data.pictures,
+        names=data.names.astype(str),
+        groups=data.groups.astype(str),
+        sources=data.sources.astype(str),
+        meta=np.array(json.dumps(data.meta)),
+    )
     return path
 
 
@@ -383,9 +458,16 @@ def prepare(
                 groups.append(group_of(source.name, item))
                 sources.append(source.name)
         pictures += kept
-        meta[source.name] = {"registry": source.registry, "package": source.package, "version": version,
-                             "licence": source.licence, "attribution": source.attribution, "url": source.url,
-                             "count": len(kept), "rejected": reasons}  # fmt: skip
+        meta[source.name] = {
+            "registry": source.registry,
+            "package": source.package,
+            "version": version,
+            "licence": source.licence,
+            "attribution": source.attribution,
+            "url": source.url,
+            "count": len(kept),
+            "rejected": reasons,
+        }
         print(f"{source.name}: kept {len(kept)}, rejected {reasons}", file=sys.stderr)
         if previews:
             contact_sheet(kept, cache_dir / "illustration_previews" / f"{source.name}.png")

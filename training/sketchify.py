@@ -266,8 +266,16 @@ def picture_rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(name.encode())])
 
 
-def build_pairs(pictures: np.ndarray, names, groups, split_of: Callable[[str], str], views: int, seed: int,
-                size: int = SIZE, progress: bool = True) -> dict[str, np.ndarray]:  # fmt: skip
+def build_pairs(
+    pictures: np.ndarray,
+    names,
+    groups,
+    split_of: Callable[[str], str],
+    views: int,
+    seed: int,
+    size: int = SIZE,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
     """Sketch/colour pairs from pictures: `views` random views per train picture (view 0 the
     whole picture, the rest crops, each with its own random sketch), one reference-sketched
     whole view per val/test picture. Returns sketches, colors, names ("source/item#view"),

@@ -217,8 +217,17 @@ def gan_step(models: Models, variant: Variant, batch: Batch, step: int, use_amp:
     return losses
 
 
-def end_of_epoch(cfg: TrainConfig, models: Models, make_batch: BatchMaker, val_set, history: History, step: int,
-                 steps_per_epoch: int, device: torch.device, last: bool) -> dict:  # fmt: skip
+def end_of_epoch(
+    cfg: TrainConfig,
+    models: Models,
+    make_batch: BatchMaker,
+    val_set,
+    history: History,
+    step: int,
+    steps_per_epoch: int,
+    device: torch.device,
+    last: bool,
+) -> dict:
     """Validation metrics, the loss curves and (every sample_every epochs) a sample grid, all from a
     copy of the generator with batch-norm statistics measured over many batches (`training.calibrate`)."""
     variant, out = VARIANTS[cfg.variant], Path(cfg.out_dir)
@@ -347,16 +356,34 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     defaults = TrainConfig()
     parser.add_argument("--variant", choices=sorted(VARIANTS), default=defaults.variant)
-    parser.add_argument("--data", default=defaults.data,
-                        help="mix | openmoji | illustrations | kaggle:DIR | folder:DIR | synthetic")  # fmt: skip
+    parser.add_argument(
+        "--data", default=defaults.data, help="mix | openmoji | illustrations | kaggle:DIR | folder:DIR | synthetic"
+    )
     parser.add_argument("--out-dir", help="default: runs/<variant>")
-    for name in ("width", "refine", "d_width", "epochs", "batch_size", "seed", "max_steps", "checkpoint_every",
-                 "sample_every", "val_hints", "max_val", "threads", "bn_batches"):  # fmt: skip
+    for name in (
+        "width",
+        "refine",
+        "d_width",
+        "epochs",
+        "batch_size",
+        "seed",
+        "max_steps",
+        "checkpoint_every",
+        "sample_every",
+        "val_hints",
+        "max_val",
+        "threads",
+        "bn_batches",
+    ):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--refine-lr", type=float, default=defaults.refine_lr)
-    parser.add_argument("--recolour", type=float, default=defaults.recolour,
-                        help="share of hinted images whose first hint's region is repainted (0 = off)")  # fmt: skip
+    parser.add_argument(
+        "--recolour",
+        type=float,
+        default=defaults.recolour,
+        help="share of hinted images whose first hint's region is repainted (0 = off)",
+    )
     parser.add_argument("--max-minutes", type=float, default=0.0, help="stop (resumably) after this many minutes")
     parser.add_argument("--beta1", type=float, default=defaults.beta1)
     parser.add_argument("--device", default=defaults.device, help="auto | cpu | cuda | cuda:N")
@@ -369,8 +396,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     resume = args.pop("resume")
     args["out_dir"] = args["out_dir"] or f"runs/{args['variant']}"
     if args["dry_run"]:
-        args.update(width=min(args["width"], 4), epochs=1, max_steps=args["max_steps"] or 3, batch_size=4, max_val=8,
-                    bn_batches=2)  # fmt: skip
+        args.update(
+            width=min(args["width"], 4),
+            epochs=1,
+            max_steps=args["max_steps"] or 3,
+            batch_size=4,
+            max_val=8,
+            bn_batches=2,
+        )
     return TrainConfig(**args), resume
 
 
