@@ -125,7 +125,8 @@ def open_image(data: bytes, what: str, limits: Limits) -> Image.Image:
             width, height = struct.unpack(">II", data[16:24])
             if width == 0 or height == 0:
                 raise invalid(f"{what} is {width}x{height}: an image needs at least one pixel") from None
-        raise invalid(f"{what} is not a PNG, JPEG or WebP image ({len(data)} bytes, starts {data[:8]!r})") from None
+        start = data[:8].hex(" ")  # bytes, not a Python repr: the page shows this message as it is
+        raise invalid(f"{what} is not a PNG, JPEG or WebP image ({len(data)} bytes, beginning {start})") from None
     except Exception as e:  # PIL raises many types on malformed headers
         raise invalid(f"{what} has a malformed image header: {e}") from None
     if im.format not in ACCEPTED_FORMATS:

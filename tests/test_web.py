@@ -213,7 +213,68 @@ def test_a_person_uploads_places_hints_removes_one_switches_variant_and_sees_err
         30,
         "an error message",
     )
-    assert "not a PNG, JPEG or WebP image" in message
+    assert "not a PNG, JPEG or WebP image" in message and "b'" not in message  # the gateway's words, no repr
+
+
+def variants_loaded(d):
+    from selenium.webdriver.support.ui import Select
+
+    return wait(
+        d,
+        lambda d: (
+            Select(d.find_element("id", "variant")) if d.find_elements("css selector", "#variant option") else None
+        ),
+        30,
+        "the variant list",
+    )
+
+
+def showing_no_result(d) -> bool:
+    link = d.find_element("id", "download")
+    return (
+        not d.find_element("id", "result").is_displayed()
+        and link.get_attribute("aria-disabled") == "true"
+        and (not (link.get_attribute("href") or "").startswith("data:"))
+    )
+
+
+def test_the_page_shows_only_what_belongs_to_the_sketch_and_variant_chosen_now(browser, page_url, tmp_path):
+    d = browser
+    d.get(page_url)
+    variant = variants_loaded(d)
+    # An empty page: no broken result image, nothing to download, no colour-hint input for guided.
+    assert showing_no_result(d)
+    assert not d.find_element("id", "color-hint-label").is_displayed()
+
+    d.find_element("id", "sketch-file").send_keys(str(SKETCH))
+    first = result_after(d, None)
+    click_at(d, d.find_element("id", "sketch"), *RED[1])
+    assert len(d.find_elements("css selector", ".hint")) == 1
+
+    # A new sketch: the last one's hints are gone, and its colouring is replaced.
+    other = tmp_path / "other.png"
+    Image.open(SKETCH).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(other)
+    d.find_element("id", "sketch-file").send_keys(str(other))
+    assert d.find_elements("css selector", ".hint") == [] and d.find_element("id", "hint-count").text == "no hints"
+    flipped = settled_result(d)
+    assert flipped.shape == first.shape and not np.array_equal(flipped, first)
+
+    # A refusal takes the old result off the screen and out of Download.
+    bad = tmp_path / "notes.webp"
+    bad.write_bytes(b"RIFF....WEBPnot really")
+    d.find_element("id", "sketch-file").send_keys(str(bad))
+    wait(d, lambda d: d.find_element("id", "message").get_attribute("class") == "error", 30, "an error message")
+    assert showing_no_result(d)
+
+    # A variant that colours from a rough colour image says so, without an error, until one is chosen.
+    d.find_element("id", "sketch-file").send_keys(str(SKETCH))
+    result_after(d, None)
+    variant.select_by_value("pix2pix_blur")
+    wait(d, lambda d: "rough colour image" in d.find_element("id", "message").text, 10, "the colour-image note")
+    time.sleep(0.6)  # past the debounce: no request went out to be refused
+    message = d.find_element("id", "message")
+    assert message.get_attribute("class") != "error", message.text
+    assert d.find_element("id", "color-hint-label").is_displayed() and showing_no_result(d)
 
 
 def test_make_run_serves_the_page_beside_the_gateway_and_stops_it_on_sigterm(tmp_path):

@@ -54,6 +54,12 @@ function readAsBase64(file) {
 async function setSketch(file) {
   if (!file) return;
   state.sketch = await readAsBase64(file);
+  // A new drawing starts clean: the last one's hints and colouring belong to it.
+  state.hints = [];
+  state.selected = null;
+  renderHints();
+  clearResult();
+  showMessage("");
   const img = $("sketch");
   // The page shows what it can; whether the bytes are a usable sketch is the gateway's answer.
   img.src = `data:${file.type || "application/octet-stream"};base64,${state.sketch}`;
@@ -174,11 +180,17 @@ function schedule(delay = DEBOUNCE_MS) {
 
 async function colorize() {
   inFlight?.abort(); // an answer to an older edit is of no use any more
+  const variant = $("variant").value;
+  if (accepts("HINT_KIND_COLOR_IMAGE") && !accepts("HINT_KIND_POINTS") && !state.colorHint) {
+    clearResult(); // this variant colours from a rough colour image: nothing to send until there is one
+    showMessage(`${variant} colours from a rough colour image of the sketch: choose one under "Colour-hint image".`);
+    return;
+  }
   const controller = new AbortController();
   inFlight = controller;
   const body = {
     sketch: state.sketch,
-    variant: $("variant").value,
+    variant,
     hints: accepts("HINT_KIND_POINTS") ? state.hints.map(({ x, y, color }) => ({ x, y, color })) : [],
     color_hint: accepts("HINT_KIND_COLOR_IMAGE") ? state.colorHint || "" : "",
   };
@@ -201,7 +213,10 @@ async function colorize() {
       `${ms(t.total_ms)} (decode ${ms(t.decode_ms)}, model ${ms(t.triton_ms)}, encode ${ms(t.encode_ms)}, ` +
       `page server ${ms(t.web_ms)})`);
   } catch (e) {
-    if (e.name !== "AbortError") showError(e.message);
+    if (e.name !== "AbortError") {
+      clearResult(); // the picture on screen is not the answer to what is asked now
+      showError(e.message);
+    }
   } finally {
     if (inFlight === controller) {
       inFlight = null;
@@ -220,6 +235,13 @@ async function fetchJson(url, options) {
   }
   if (!response.ok) throw new Error(answer.error?.message || `the server answered ${response.status}`);
   return answer;
+}
+
+function clearResult() {
+  $("result").hidden = true;
+  $("result").removeAttribute("src");
+  $("download").removeAttribute("href");
+  $("download").setAttribute("aria-disabled", "true");
 }
 
 const ms = (v) => `${(v || 0).toFixed(1)} ms`;
