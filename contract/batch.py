@@ -139,12 +139,28 @@ def reach(x: torch.Tensor, radius: float | None = None) -> torch.Tensor:
     passable = torch.maximum(x[:, 10:11], x[:, 6:7]).float()
     s = x[:, 6:7].float() * budget  # px of travel left: spent one per step, only inside the hinted regions
     for _ in range(int(budget)):
-        s = torch.maximum(s, (F.max_pool2d(s, 3, stride=1, padding=1) - 1.0) * passable)
+        step = torch.maximum(s, (max_3x3(s) - 1.0) * passable)
+        if torch.equal(step, s):  # every hinted region already filled within its budget
+            break
+        s = step
     m = (s / H.HINT_FADE_PX).clamp(0.0, 1.0)
     decay = math.exp(-1.0 / H.HINT_REACH_PX)
     for _ in range(H.HINT_REACH_STEPS):
-        m = torch.maximum(m, decay * F.max_pool2d(m, 3, stride=1, padding=1))
+        m = torch.maximum(m, decay * max_3x3(m))
     return m
+
+
+def max_3x3(s: torch.Tensor) -> torch.Tensor:
+    """Each pixel's maximum over its 3x3 neighbourhood (the image's edge adds nothing): what
+    max_pool2d(s, 3, stride=1, padding=1) gives, as two passes of shifted maxima, several times
+    faster on a CPU for these one-channel maps."""
+    rows = s.clone()
+    rows[..., 1:, :] = torch.maximum(rows[..., 1:, :], s[..., :-1, :])
+    rows[..., :-1, :] = torch.maximum(rows[..., :-1, :], s[..., 1:, :])
+    out = rows.clone()
+    out[..., :, 1:] = torch.maximum(out[..., :, 1:], rows[..., :, :-1])
+    out[..., :, :-1] = torch.maximum(out[..., :, :-1], rows[..., :, 1:])
+    return out
 
 
 def generate(generator, kind: H.HintKind, x: torch.Tensor, forward_batch: int = 256, confine: bool = True):

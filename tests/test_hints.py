@@ -366,3 +366,40 @@ def test_unconfined_generation_is_the_network_alone(two_rooms):
     served = HB.generate(spreading_generator, HintKind.POINTS, hinted, confine=False)
 
     assert torch.equal(served, spreading_generator(hinted))
+
+
+def test_max_3x3_is_a_3x3_max_pool_and_the_reach_stops_only_once_nothing_moves():
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    from contract import batch as B
+
+    g = torch.Generator().manual_seed(3)
+    s = torch.rand(3, 1, 37, 53, generator=g) * 10 - 5  # negatives too: the edge must add nothing, not a 0
+    assert torch.equal(B.max_3x3(s), F.max_pool2d(s, 3, stride=1, padding=1))
+
+    def every_step(x):  # the reach by its definition: max-pools, every step of the budget
+        budget = H.HINT_RADIUS_PX + H.HINT_FADE_PX
+        passable = torch.maximum(x[:, 10:11], x[:, 6:7])
+        s = x[:, 6:7] * budget
+        for _ in range(int(budget)):
+            s = torch.maximum(s, (F.max_pool2d(s, 3, stride=1, padding=1) - 1.0) * passable)
+        m = (s / H.HINT_FADE_PX).clamp(0.0, 1.0)
+        for _ in range(H.HINT_REACH_STEPS):
+            m = torch.maximum(m, math.exp(-1.0 / H.HINT_REACH_PX) * F.max_pool2d(m, 3, stride=1, padding=1))
+        return m
+
+    x = torch.zeros(3, 14, 128, 128)
+    x[:, 10] = (torch.rand(3, 128, 128, generator=g) > 0.3).float()  # ragged regions
+    x[:, 6] = (torch.rand(3, 128, 128, generator=g) > 0.997).float()
+    x[1, :, :, :] = 0
+    x[1, 10, :, :64] = 1.0  # one region, the left half, and one hint square in it: the budget runs out inside
+    x[1, 6, 60:63, 10:13] = 1.0
+    x[2, 6] = 0  # no hint: reaches nothing
+    m = B.reach(x)
+    assert torch.equal(m, every_step(x))
+    edge = 12 + int(H.HINT_RADIUS_PX)  # the hint square's last column, plus the radius
+    assert float(m[1, 0, 61, edge]) == 1.0 and 0 < float(m[1, 0, 61, edge + 4]) < 1
+    assert float(m[1, 0, 61, 63]) == 0.0 and float(m[2].max()) == 0.0
