@@ -216,16 +216,21 @@ def fill_regions(labels: torch.Tensor, points: PointBatch) -> tuple[torch.Tensor
     ) ** 2  # (B, K, cells, cells)
     d = torch.where(points.valid[..., None, None], d, torch.iinfo(torch.int64).max)
     nearest = d.argmin(1).repeat_interleave(H.SOFT_CELL, 1).repeat_interleave(H.SOFT_CELL, 2).reshape(b, -1)
-    # In a hinted region, the nearest of its own hints (strict <: the first hint wins a tie).
-    pix = torch.arange(SIZE * SIZE, device=device)
-    best = torch.full((b, SIZE * SIZE), torch.iinfo(torch.int64).max, device=device)
+    # In a hinted region, the nearest of its own hints (strict <: the first hint wins a tie). In
+    # int32 (a squared distance on the grid is at most 2 * 127**2), each hint's distances made from
+    # a row and a column term: the loop runs once per hint over the whole batch.
+    far = torch.iinfo(torch.int32).max
+    line = torch.arange(SIZE, device=device, dtype=torch.int32)
+    labels32, under32 = labels.int(), under.int()
+    best = torch.full((b, SIZE * SIZE), far, device=device, dtype=torch.int32)
     for k in range(points.rows.shape[1]):
-        dk = (pix // SIZE - rows[:, k : k + 1]) ** 2 + (pix % SIZE - cols[:, k : k + 1]) ** 2  # (B, HW)
-        own = (labels == under[:, k : k + 1]) & (under[:, k : k + 1] > 0)
+        dr, dc = line - rows[:, k : k + 1].int(), line - cols[:, k : k + 1].int()  # (B, SIZE) each
+        dk = ((dr * dr)[:, :, None] + (dc * dc)[:, None, :]).reshape(b, -1)  # (B, HW)
+        own = (labels32 == under32[:, k : k + 1]) & (under32[:, k : k + 1] > 0)
         closer = own & (dk < best)
         best = torch.where(closer, dk, best)
         nearest = torch.where(closer, k, nearest)
-    hinted = best < torch.iinfo(torch.int64).max
+    hinted = best < far
     fill = torch.gather(unit(points.rgb.mT), 2, nearest[:, None].expand(b, 3, -1))  # (B, 3, HW)
     fill = torch.where(points.valid.any(1)[:, None, None], fill, 0.0)  # no hints: an all-zero fill
     return fill.reshape(b, 3, SIZE, SIZE), hinted.float().reshape(b, SIZE, SIZE)
