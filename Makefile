@@ -27,7 +27,7 @@ proto: $(VENV)/.installed
 run: setup
 	$(BIN)/python -m service.stack
 
-# Lint, then every test (what CI runs): about 15 minutes on 2 cores.
+# Lint, then every test (what CI runs): about 14 minutes on 2 cores.
 test: setup browser lint
 	$(BIN)/python -m pytest -q
 
