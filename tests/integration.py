@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -12,6 +13,12 @@ ROOT = Path(__file__).resolve().parent.parent
 REPOSITORY = ROOT / "model_repository"
 # Small limits and a fast health poll, so that the tests of those paths stay quick.
 GATEWAY_ARGS = ("--health-interval-s", "0.3", "--max-message-mb", "8", "--max-pixels", "25000000")
+
+
+def gateway_command(triton_url: str, port: int, *args: str, metrics_port: int = 0) -> list[str]:
+    """`python -m service.gateway` in front of `triton_url` on `port`, with `args` after."""
+    cmd = [sys.executable, "-m", "service.gateway", "--triton-url", triton_url, "--port", str(port)]
+    return cmd + ["--metrics-port", str(metrics_port), *args]
 
 
 def health_status(address: str, service: str = "") -> int:

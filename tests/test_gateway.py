@@ -37,7 +37,7 @@ from service.inputs import encode_request
 from training.data import synthetic_pairs
 from training.export import load_exported
 
-from .integration import REPOSITORY, ROOT, health_status, wait_for_health
+from .integration import REPOSITORY, ROOT, gateway_command, health_status, wait_for_health
 
 pytestmark = pytest.mark.integration
 
@@ -241,19 +241,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_result(stack, gen
     gateway, address, metrics_port = None, stack.address, stack.metrics_port
     if calls is not None:
         port, metrics_port = triton_local.free_port(), triton_local.free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "service.gateway",
-            "--triton-url",
-            stack.ports.grpc_url,
-            "--port",
-            str(port),
-            "--metrics-port",
-            str(metrics_port),
-            "--triton-calls",
-            str(calls),
-        ]
+        cmd = gateway_command(stack.ports.grpc_url, port, "--triton-calls", str(calls), metrics_port=metrics_port)
         with open(tmp_path / "gateway.log", "wb") as log:
             gateway = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         address = f"127.0.0.1:{port}"

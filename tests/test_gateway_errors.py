@@ -4,7 +4,6 @@ unbounded (real Triton, real gRPC)."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 import urllib.request
 
@@ -18,7 +17,7 @@ from benchmarks.fuzzing import palette_png_with_long_trns
 from service import triton_local
 from service.api import SERVICE_NAME, pb, pb_grpc
 
-from .integration import ROOT, health_status
+from .integration import ROOT, gateway_command, health_status
 from .test_gateway import PAIRS, png, png_header_only, request_for
 
 pytestmark = pytest.mark.integration
@@ -160,21 +159,7 @@ def test_a_call_the_client_cancels_is_counted_as_cancelled_not_ok(stack, stub):
 
 def test_beyond_max_in_flight_new_calls_get_resource_exhausted_at_once_and_health_stays_responsive(stack, tmp_path):
     port = triton_local.free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "service.gateway",
-        "--triton-url",
-        stack.ports.grpc_url,
-        "--port",
-        str(port),
-        "--metrics-port",
-        "0",
-        "--max-in-flight",
-        "2",
-        "--max-pixels",
-        "25000000",
-    ]
+    cmd = gateway_command(stack.ports.grpc_url, port, "--max-in-flight", "2", "--max-pixels", "25000000")
     with open(tmp_path / "gateway.log", "wb") as log:
         gateway = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:

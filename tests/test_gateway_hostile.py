@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 
@@ -20,7 +19,7 @@ from benchmarks.fuzzing import flat_webp, one_bit_png
 from service import triton_local
 from service.api import pb, pb_grpc
 
-from .integration import ROOT, wait_for_health
+from .integration import ROOT, gateway_command, wait_for_health
 from .test_gateway_errors import big_sketch, metric_value
 
 pytestmark = pytest.mark.integration
@@ -99,21 +98,7 @@ def test_a_cancelled_stream_stops_its_pending_items_and_counts_them_cancelled(st
 def test_a_frozen_triton_ends_calls_without_a_deadline_within_the_gateways_bound_and_health_shows_it(stack, tmp_path):
     port = triton_local.free_port()
     address = f"127.0.0.1:{port}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "service.gateway",
-        "--triton-url",
-        stack.ports.grpc_url,
-        "--port",
-        str(port),
-        "--metrics-port",
-        "0",
-        "--health-interval-s",
-        "0.3",
-        "--triton-timeout-s",
-        "2",
-    ]
+    cmd = gateway_command(stack.ports.grpc_url, port, "--health-interval-s", "0.3", "--triton-timeout-s", "2")
     with open(tmp_path / "gateway.log", "wb") as log:
         gateway = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from training import illustrations as il
+from training import pictures as pic
 
 
 def blob(size: tuple[int, int] = (100, 120), fill: tuple[int, ...] = (220, 40, 40), frac: float = 0.5) -> np.ndarray:
@@ -24,39 +25,39 @@ def blob(size: tuple[int, int] = (100, 120), fill: tuple[int, ...] = (220, 40, 4
 
 
 def test_coloured_fraction_counts_only_saturated_pixels() -> None:
-    assert il.coloured_fraction(blob(frac=0.5)) == pytest.approx(0.5, abs=0.01)
-    assert il.coloured_fraction(blob(fill=(128, 128, 128), frac=1.0)) == 0.0  # gray
-    assert il.coloured_fraction(blob(fill=(0, 0, 0), frac=1.0)) == 0.0  # black ink
-    assert il.coloured_fraction(np.full((8, 8, 3), 250, np.uint8)) == 0.0  # near-white
+    assert pic.coloured_fraction(blob(frac=0.5)) == pytest.approx(0.5, abs=0.01)
+    assert pic.coloured_fraction(blob(fill=(128, 128, 128), frac=1.0)) == 0.0  # gray
+    assert pic.coloured_fraction(blob(fill=(0, 0, 0), frac=1.0)) == 0.0  # black ink
+    assert pic.coloured_fraction(np.full((8, 8, 3), 250, np.uint8)) == 0.0  # near-white
 
 
 def test_reject_reason_checks_size_and_colour() -> None:
-    assert il.reject_reason(blob((100, 120), frac=0.5)) is None
-    assert il.reject_reason(blob((63, 200), frac=0.5)) == "small"
-    assert il.reject_reason(blob((100, 120), frac=0.05)) == "gray"
+    assert pic.reject_reason(blob((100, 120), frac=0.5)) is None
+    assert pic.reject_reason(blob((63, 200), frac=0.5)) == "small"
+    assert pic.reject_reason(blob((100, 120), frac=0.05)) == "gray"
     line_art = np.full((100, 100, 3), 255, np.uint8)
     line_art[::10] = 0
-    assert il.reject_reason(line_art) == "gray"
+    assert pic.reject_reason(line_art) == "gray"
 
 
 def test_transparent_pixels_become_white_and_margins_are_trimmed() -> None:
     rgba = np.zeros((80, 90, 4), np.uint8)  # fully transparent black
     rgba[20:40, 30:70] = (10, 200, 30, 255)
-    rgb = il.on_white(Image.fromarray(rgba, "RGBA"))
+    rgb = pic.on_white(Image.fromarray(rgba, "RGBA"))
     assert rgb.shape == (80, 90, 3)
     assert (rgb[0, 0] == 255).all() and (rgb[30, 50] == (10, 200, 30)).all()
-    trimmed = il.trim_white(rgb)
+    trimmed = pic.trim_white(rgb)
     assert trimmed.shape == (20, 40, 3) and (trimmed == (10, 200, 30)).all()
 
 
 def test_letterbox_pads_with_white_and_keeps_the_whole_figure() -> None:
     wide = np.zeros((50, 200, 3), np.uint8)
     wide[:] = (0, 0, 255)
-    out = il.letterbox(wide, size=64, margin=0.0)
+    out = pic.letterbox(wide, size=64, margin=0.0)
     assert out.shape == (64, 64, 3) and out.dtype == np.uint8
     assert (out[:10] >= 250).all() and (out[-10:] >= 250).all()  # white bands above and below
     assert (out[32, :, 2] > 200).all() and (out[32, :, 0] < 50).all()  # the figure spans the full width
-    tall = il.letterbox(np.zeros((300, 60, 3), np.uint8), size=256)
+    tall = pic.letterbox(np.zeros((300, 60, 3), np.uint8), size=256)
     assert tall.shape == (256, 256, 3) and (tall[:, :20] >= 250).all()
 
 
@@ -66,17 +67,17 @@ def test_dhash_dedup_drops_near_copies_and_keeps_distinct_pictures() -> None:
     a = np.asarray(Image.fromarray(a).resize((256, 256), Image.Resampling.NEAREST))
     brighter = np.clip(a.astype(int) + 3, 0, 255).astype(np.uint8)  # same picture, slightly changed
     b = np.ascontiguousarray(a[::-1])  # a different picture
-    dedup = il.Deduplicator(distance=2)
-    assert il.dhash(a) == il.dhash(a.copy())
-    assert dedup.add(il.dhash(a)) is True
-    assert dedup.add(il.dhash(brighter)) is False
-    assert dedup.add(il.dhash(b)) is True
-    assert dedup.add(il.dhash(b)) is False
+    dedup = pic.Deduplicator(distance=2)
+    assert pic.dhash(a) == pic.dhash(a.copy())
+    assert dedup.add(pic.dhash(a)) is True
+    assert dedup.add(pic.dhash(brighter)) is False
+    assert dedup.add(pic.dhash(b)) is True
+    assert dedup.add(pic.dhash(b)) is False
     assert len(dedup.hashes) == 2
 
 
 def test_dedup_uses_hamming_distance() -> None:
-    dedup = il.Deduplicator(distance=2)
+    dedup = pic.Deduplicator(distance=2)
     assert dedup.add(np.uint64(0b0000))
     assert not dedup.add(np.uint64(0b0011))  # 2 bits away
     assert dedup.add(np.uint64(0b0111))  # 3 bits away from the only one kept
@@ -165,8 +166,8 @@ def test_svg_with_external_image_is_skipped(tmp_path: Path) -> None:
     linked.write_text('<svg xmlns="http://www.w3.org/2000/svg"><image xlink:href="photo.jpg" width="9"/></svg>')
     embedded = tmp_path / "embedded.svg"
     embedded.write_text('<svg xmlns="http://www.w3.org/2000/svg"><image href="data:image/png;base64,AA"/></svg>')
-    assert il.links_external_image(linked) and not il.links_external_image(embedded)
-    assert il.load_picture(linked) is None
+    assert pic.links_external_image(linked) and not pic.links_external_image(embedded)
+    assert pic.load_picture(linked) is None
 
 
 @pytest.mark.skipif(shutil.which("rsvg-convert") is None, reason="rsvg-convert not installed")
@@ -176,15 +177,15 @@ def test_rasterize_svg_fits_the_box_and_fails_softly(tmp_path: Path) -> None:
         '<svg xmlns="http://www.w3.org/2000/svg" width="200" height="100">'
         '<rect width="200" height="100" fill="#ff0000"/></svg>'
     )
-    image = il.rasterize_svg(svg, px=128)
+    image = pic.rasterize_svg(svg, px=128)
     assert image is not None and image.size == (128, 64)
     bad = tmp_path / "bad.svg"
     bad.write_text("not an svg")
-    assert il.rasterize_svg(bad) is None
+    assert pic.rasterize_svg(bad) is None
 
 
 def test_cache_round_trip_and_summary(tmp_path: Path) -> None:
-    pictures = np.stack([il.letterbox(blob()), il.letterbox(blob(fill=(30, 60, 220)))])
+    pictures = np.stack([pic.letterbox(blob()), pic.letterbox(blob(fill=(30, 60, 220)))])
     meta = {"art4apps": {"version": "4.20.01-1", "count": 1}, "qabcs": {"version": "1.0.2-6", "count": 1}}
     names, groups = np.array(["art4apps/a/red", "qabcs/b/blue"]), np.array(["art4apps/red", "qabcs/blue"])
     data = il.Illustrations(pictures, names, groups, np.array(["art4apps", "qabcs"]), meta)

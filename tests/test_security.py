@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from service.api import pb, pb_grpc
 from service.triton_local import free_port, stop_process
 
-from .integration import ROOT
+from .integration import ROOT, gateway_command
 
 pytestmark = pytest.mark.integration
 TOKEN = "s3cret-token-for-tests"
@@ -81,20 +80,7 @@ def certs(tmp_path_factory) -> Path:
 
 def start_gateway(tmp_path: Path, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "service.gateway",
-        "--triton-url",
-        f"127.0.0.1:{free_port()}",
-        "--port",
-        str(port),
-        "--metrics-port",
-        "0",
-        "--health-interval-s",
-        "5",
-        *args,
-    ]
+    cmd = gateway_command(f"127.0.0.1:{free_port()}", port, "--health-interval-s", "5", *args)
     log = open(tmp_path / f"gateway-{port}.log", "wb")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 30
@@ -197,19 +183,7 @@ def test_mutual_tls_serves_a_client_with_a_certificate_from_the_ca_and_refuses_o
 def test_a_tokens_file_without_a_token_stops_the_gateway_at_start_instead_of_leaving_it_open(tmp_path, content):
     tokens = tmp_path / "tokens"
     tokens.write_text(content)
-    cmd = [
-        sys.executable,
-        "-m",
-        "service.gateway",
-        "--triton-url",
-        f"127.0.0.1:{free_port()}",
-        "--port",
-        str(free_port()),
-        "--metrics-port",
-        "0",
-        "--auth-tokens-file",
-        str(tokens),
-    ]
+    cmd = gateway_command(f"127.0.0.1:{free_port()}", free_port(), "--auth-tokens-file", str(tokens))
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
 
     assert done.returncode != 0

@@ -6,7 +6,6 @@ import asyncio
 import re
 import shutil
 import subprocess
-import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +18,7 @@ from service import triton_local
 from service.api import pb_grpc
 from service.triton_pool import Endpoint, TritonPool
 
-from .integration import REPOSITORY, ROOT
+from .integration import REPOSITORY, ROOT, gateway_command
 from .test_gateway import request_for
 
 
@@ -64,19 +63,7 @@ def test_two_tritons_share_the_load_one_stopped_mid_load_costs_at_most_its_calls
             triton_local.wait_ready(ports, proc, timeout=300)
         port, metrics_port = triton_local.free_port(), triton_local.free_port()
         urls = [ports.grpc_url for _, ports in tritons]
-        cmd = [
-            sys.executable,
-            "-m",
-            "service.gateway",
-            "--triton-url",
-            ",".join(urls),
-            "--port",
-            str(port),
-            "--metrics-port",
-            str(metrics_port),
-            "--health-interval-s",
-            "0.3",
-        ]
+        cmd = gateway_command(",".join(urls), port, "--health-interval-s", "0.3", metrics_port=metrics_port)
         gateway = subprocess.Popen(cmd, cwd=ROOT, stdout=open(tmp_path / "gateway.log", "wb"), stderr=subprocess.STDOUT)
         triton_local.wait_serving(f"127.0.0.1:{port}", gateway, timeout=60)
         request = request_for("guided", 3)[0]
