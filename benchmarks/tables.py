@@ -98,8 +98,8 @@ def quality(results: Path = RESULTS) -> str:
     return markdown(header, rows, right_from=2)
 
 
-def _targets_met(checks: list[dict], key: str = "met") -> str:
-    return f"{sum(bool(c[key]) for c in checks)} of {len(checks)}"
+def _targets_met(checks: list[dict]) -> str:
+    return f"{sum(bool(c['met']) for c in checks)} of {len(checks)}"
 
 
 def latency_results(results: Path = RESULTS) -> LatencyResults:

@@ -29,8 +29,8 @@ ACCEPTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP", "MPO": "JPEG"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_MIN_PIXELS_PER_BYTE = 1024  # see decode_image: a JPEG holds at most 512 pixels per byte
 BAND_PIXELS = 1 << 20
-# Pillow modes whose 8-bit pixels OpenCV decodes exactly as Pillow does (CMYK JPEGs differ by 1;
-# 16-bit PNGs come out 16-bit).
+# Pillow modes whose pixels OpenCV decodes exactly as Pillow does (CMYK JPEGs differ by 1; a 16-bit
+# gray PNG is Pillow's I;16, clipped rather than scaled).
 OPENCV_MODES = {"1", "L", "LA", "P", "RGB", "RGBA"}
 OUTPUT_FORMATS = {"png": (".png", "image/png"), "jpeg": (".jpg", "image/jpeg"), "webp": (".webp", "image/webp")}
 ENCODE_QUALITY = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, 92], ".webp": [cv2.IMWRITE_WEBP_QUALITY, 92]}
@@ -165,6 +165,8 @@ def _by_opencv(im: Image.Image) -> np.ndarray | None:
         return None  # libpng only warns, and decodes it; Pillow says it is corrupt
     flags = cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION  # Pillow does not rotate by EXIF either
     decoded = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if decoded is not None and decoded.dtype == np.uint16:  # a 16-bit colour PNG: Pillow keeps the high bytes
+        decoded = (decoded >> 8).astype(np.uint8)
     if decoded is None or decoded.dtype != np.uint8 or decoded.shape[:2] != (im.height, im.width):
         return None  # Pillow then decodes it, or says why it cannot
     return decoded

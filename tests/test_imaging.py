@@ -137,3 +137,19 @@ def test_opencv_decodes_a_png_to_exactly_pillows_pixels(mode, monkeypatch):
     monkeypatch.setattr(imaging, "_by_opencv", lambda im: None)
     by_pillow = imaging.pixels(imaging.open_image(data.getvalue(), "sketch", Limits()), "sketch")
     np.testing.assert_array_equal(by_opencv, by_pillow)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_a_16_bit_colour_png_is_decoded_once_by_opencv_to_pillows_pixels(channels, monkeypatch):
+    import cv2
+
+    from service import imaging
+
+    rgb16 = np.random.default_rng(channels).integers(0, 65536, (9, 11, channels)).astype(np.uint16)
+    data = cv2.imencode(".png", rgb16)[1].tobytes()
+    opened = imaging.open_image(data, "sketch", Limits())
+    assert imaging._by_opencv(opened) is not None  # not decoded, thrown away and decoded again by Pillow
+    by_opencv = imaging.pixels(opened, "sketch")
+    monkeypatch.setattr(imaging, "_by_opencv", lambda im: None)
+    by_pillow = imaging.pixels(imaging.open_image(data, "sketch", Limits()), "sketch")
+    np.testing.assert_array_equal(by_opencv, by_pillow)
